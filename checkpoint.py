@@ -1,0 +1,51 @@
+"""Checkpoints: written atomically, loaded safely (weights_only=True), checked before use."""
+
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = "a3c-breakout-checkpoint-1"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line meant for the user."""
+
+
+def checkpoint_path(path) -> Path:
+    """A checkpoint file, or a run directory meaning its checkpoint.pt."""
+    path = Path(path)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def save_checkpoint(path, payload: dict) -> None:
+    """Write beside the target, flush to disk, then rename over it: a kill at any moment leaves either
+    the old or the new checkpoint, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **payload}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, num_actions: int | None = None) -> dict:
+    """Load and check a checkpoint; any problem becomes a CheckpointError with a clear message."""
+    path = checkpoint_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip and I/O errors alike: the file is unusable
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file: {reason[:120]})")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project")
+    saved_actions = data["model"]["actor_linear.weight"].shape[0]
+    if num_actions is not None and saved_actions != num_actions:
+        raise CheckpointError(
+            f"{path} was trained on {data['args'].get('env_name')} with {saved_actions} actions; "
+            f"this environment has {num_actions}"
+        )
+    return data
