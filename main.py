@@ -7,6 +7,7 @@
 
 import argparse
 import os
+import queue
 import signal
 import sys
 import threading
@@ -28,7 +29,6 @@ from model import ActorCritic  # noqa: E402
 from progress import ProgressLog, plot_learning_curve, write_config  # noqa: E402
 from test import test  # noqa: E402
 from train import train  # noqa: E402
-
 
 # ---------------------------------------------------------------- arguments, declared in one place
 
@@ -111,9 +111,14 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.resume:
         saved = load_checkpoint(args.resume)["args"]
-        keep = {"resume", "run_dir", "max_steps", "max_time"}
+        keep = {"resume", "run_dir", "max_steps", "max_time"}  # these belong to this sitting
         parser.set_defaults(**{k: v for k, v in saved.items() if k not in keep and hasattr(args, k)})
         args = parser.parse_args(argv)
+        if args.run_dir is None:  # carry on in the same run directory
+            args.run_dir = str(checkpoint_path(args.resume).parent)
+    if args.run_dir is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.run_dir = str(Path("runs") / f"{args.env_name.replace('/', '-')}-{stamp}")
     return args
 
 
@@ -156,11 +161,13 @@ def describe_exit(exitcode: int) -> str:
 class Run:
     """The main process's side of a run: the shared model and optimizer, the record, the budgets."""
 
-    def __init__(self, args, resume_data):
+    def __init__(self, args):
         self.args = args
         env = create_atari_env(args.env_name)
         self.num_actions = env.action_space.n
         env.close()
+        resume_data = load_checkpoint(args.resume, self.num_actions) if args.resume else None
+        self.resumed = resume_data is not None
         # The shared model and optimizer (course: shared_model.share_memory(), SharedAdam).
         self.shared_model = ActorCritic(1, self.num_actions)
         self.optimizer = None
@@ -214,11 +221,11 @@ class Run:
             self.recent_returns.append(game_return)
         elif kind == "eval":
             _, _, steps, reward, length, weights = event
-            self.log.write("eval", self.elapsed(), steps, reward, length)
+            self.log.write("eval", self.elapsed(), steps, None, reward, length)
             self.last_eval = reward
             if self.best is None or reward > self.best:
                 self.best = reward
-                self.save("best.pt", model=weights, eval_steps=steps)
+                self.save("best.pt", model={k: torch.from_numpy(v) for k, v in weights.items()}, eval_steps=steps)
         elif kind == "nonfinite":
             self.nonfinite[event[1]] = event[2]
         elif kind == "error":
@@ -229,13 +236,14 @@ class Run:
             self.handle(self.events.get(timeout=timeout))
             while True:
                 self.handle(self.events.get_nowait())
-        except Exception:  # queue.Empty
+        except queue.Empty:
             pass
 
     def save(self, name="checkpoint.pt", model=None, **extra):
         save_checkpoint(self.run_dir / name, {
             "model": model if model is not None else self.shared_model.state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None and name == "checkpoint.pt" else None,
+            # best.pt keeps the weights only; checkpoint.pt everything needed to resume.
+            "optimizer": self.optimizer.state_dict() if self.optimizer and name == "checkpoint.pt" else None,
             "counter": self.counter.value,
             "elapsed": self.elapsed(),
             "best_reward": self.best,
@@ -279,8 +287,9 @@ class Run:
     def stop_children(self):
         self.stop_event.set()
         deadline = time.time() + 5
-        for p in self.processes.values():
-            p.join(timeout=max(deadline - time.time(), 0.1))
+        # Keep reading the queue meanwhile: a child cannot exit before what it put there is read.
+        while time.time() < deadline and any(p.is_alive() for p in self.processes.values()):
+            self.drain(timeout=0.1)
         for p in self.processes.values():
             if p.is_alive():
                 p.kill()
@@ -290,28 +299,16 @@ class Run:
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
-        resume_data = load_checkpoint(args.resume) if args.resume else None
+        torch.manual_seed(args.seed)
+        Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+        run = Run(args)
     except CheckpointError as error:
         fail(f"main.py: error: {error}", 2)
-    if args.resume and args.run_dir is None:
-        args.run_dir = str(checkpoint_path(args.resume).parent)
-    if args.run_dir is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        args.run_dir = str(Path("runs") / f"{args.env_name.replace('/', '-')}-{stamp}")
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-
-    try:
-        run = Run(args, resume_data)
-    except CheckpointError as error:
-        fail(f"main.py: error: {error}", 2)
-    if resume_data is not None and run.num_actions != resume_data["model"]["actor_linear.weight"].shape[0]:
-        fail(f"main.py: error: {args.resume} was trained for another number of actions than {args.env_name} has", 2)
-    config_name = "config.json" if resume_data is None else f"config-resume-{datetime.now():%Y%m%d-%H%M%S}.json"
+    run_dir = run.run_dir
+    config_name = "config.json" if not run.resumed else f"config-resume-{datetime.now():%Y%m%d-%H%M%S}.json"
     write_config(run_dir / config_name, args, {"resumed_from": args.resume, "resumed_at_steps": run.counter_start})
     print(f"Run directory: {run_dir}  ({args.num_processes} workers on {args.env_name}"
-          f"{', resumed at step ' + format(run.counter_start, ',') if resume_data else ''})", flush=True)
+          f"{', resumed at step ' + format(run.counter_start, ',') if run.resumed else ''})", flush=True)
 
     # Ctrl-C and SIGTERM ask for a clean stop: the loop below notices, saves and exits 0.
     stop_requested = []

@@ -66,6 +66,27 @@ def recorder_for(path, env, overlay: bool):
                            action_names=env.unwrapped.get_action_meanings())
 
 
+def frame_adder(recorder, env):
+    """play_episode's on_step that feeds the recorder the real screen and what the agent saw."""
+    if recorder is None:
+        return None
+    return lambda observation, probs, value: recorder.add_frame(env.render(), observation, probs, value)
+
+
+def finish_recording(recorder, final_path):
+    """Close a training-time video under its final name; an episode cut short by the end of the run
+    leaves no video. A failed recording is reported, never allowed to stop the run."""
+    from video import VideoError
+
+    try:
+        written = recorder.close(final_path)
+    except VideoError as error:
+        print(f"test: video not saved: {error}", file=sys.stderr, flush=True)
+        return
+    if final_path is None and written is not None:
+        written.unlink()
+
+
 def test(rank, args, shared_model, counter, *, stop_event=None, events=None, make_env=None):
     """The course's test process: at the start of each episode copy the shared weights, play greedily,
     print the course's line, report it, wait args.eval_interval seconds, repeat until stopped."""
@@ -90,10 +111,10 @@ def test(rank, args, shared_model, counter, *, stop_event=None, events=None, mak
         if video_dir and evaluations % args.record_every == 0:
             video_dir.mkdir(parents=True, exist_ok=True)
             recorder = recorder_for(video_dir / f"eval-{evaluations:04d}.mp4", env, args.overlay)
-        on_step = (lambda obs, probs, value: recorder.add_frame(env.render(), obs, probs, value)) if recorder else None
-        result = play_episode(env, model, args.max_episode_length, on_step=on_step, stop_event=stop_event)
+        result = play_episode(env, model, args.max_episode_length, on_step=frame_adder(recorder, env),
+                              stop_event=stop_event)
         if recorder is not None:
-            recorder.close(None if result is None else recorder.path.with_name(
+            finish_recording(recorder, None if result is None else recorder.path.with_name(
                 f"eval-{evaluations:04d}-steps{num_steps}-reward{result[0]:g}.mp4"))
         if result is None:
             break
@@ -102,8 +123,10 @@ def test(rank, args, shared_model, counter, *, stop_event=None, events=None, mak
         fps = (counter.value - start_steps) / max(time.time() - start_time, 1e-9)
         print(course_line(start_time, counter.value, fps, reward, length), flush=True)
         if events is not None:
+            # The weights that earned this score, as numpy arrays: sent by value, so they arrive even if
+            # this process has ended by then (shared tensors would need it alive).
             events.put(("eval", rank, num_steps, reward, length,
-                        {k: v.clone() for k, v in model.state_dict().items()}))
+                        {k: v.numpy().copy() for k, v in model.state_dict().items()}))
         if stop_event is not None:
             stop_event.wait(args.eval_interval)
         else:
@@ -118,9 +141,11 @@ def parse_args(argv=None):
     parser.add_argument("--env-name", default=None, help="environment id (default: the checkpoint's)")
     parser.add_argument("--episodes", type=positive_int, default=10)
     parser.add_argument("--record", metavar="DIR", default=None, help="write one MP4 per episode here")
-    parser.add_argument("--overlay", action="store_true", help="show the agent's input, policy and value beside the game")
+    parser.add_argument("--overlay", action="store_true",
+                        help="show the agent's input, policy and value beside the game")
     parser.add_argument("--sample", action="store_true", help="sample actions from the policy instead of argmax")
-    parser.add_argument("--noop-max", type=non_negative_int, default=0, help="up to K random no-ops at each start (papers: 30)")
+    parser.add_argument("--noop-max", type=non_negative_int, default=0,
+                        help="up to K random no-ops at each start (papers: 30)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-episode-length", type=positive_int, default=None)
     parser.error = lambda message: _exit_with(parser.prog, message)
@@ -172,10 +197,11 @@ def evaluate(args) -> dict:
 
     start_time, rewards, lengths = time.time(), [], []
     for episode in range(args.episodes):
-        recorder = recorder_for(record_dir / f"episode-{episode:03d}.mp4", env, args.overlay) if record_dir else None
-        on_step = (lambda obs, probs, value: recorder.add_frame(env.render(), obs, probs, value)) if recorder else None
+        recorder = None
+        if record_dir:
+            recorder = recorder_for(record_dir / f"episode-{episode:03d}.mp4", env, args.overlay)
         reward, length = play_episode(env, model, max_length, sample=args.sample, noop_max=args.noop_max,
-                                      rng=rng, on_step=on_step)
+                                      rng=rng, on_step=frame_adder(recorder, env))
         if recorder is not None:
             recorder.close()
         rewards.append(reward)

@@ -1,0 +1,36 @@
+"""Shared pieces of the tests: start real A3C workers and play the shared model."""
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+import my_optim
+from catch import Catch, make_catch
+from model import ActorCritic
+from test import play_episode
+from train import train
+
+
+def run_workers(args, num_workers: int, start_method: str = "fork", make_env=make_catch):
+    """Train a fresh shared model on Catch with real `train` workers until args.max_steps."""
+    torch.manual_seed(args.seed)
+    shared_model = ActorCritic(1, 3)
+    shared_model.share_memory()
+    optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
+    optimizer.share_memory()
+    ctx = mp.get_context(start_method)
+    counter, lock = ctx.Value("q", 0), ctx.Lock()
+    workers = [ctx.Process(target=train, args=(rank, args, shared_model, counter, lock, optimizer),
+                           kwargs={"make_env": make_env}) for rank in range(num_workers)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout=300)
+    return shared_model, optimizer, counter.value, [p.exitcode for p in workers]
+
+
+def greedy_return(model, episodes: int = 200, seed: int = 123) -> float:
+    env = Catch()
+    env.reset(seed=seed)
+    model.eval()
+    return float(np.mean([play_episode(env, model, 100)[0] for _ in range(episodes)]))

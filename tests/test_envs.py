@@ -1,0 +1,110 @@
+import subprocess
+import sys
+
+import cv2
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from envs import NormalizedEnv, UnknownEnvError, _process_frame42, create_atari_env, resolve_env_id
+
+
+def test_processed_frame_shape_dtype_and_range():
+    env = create_atari_env("ALE/Breakout-v5")
+    raw_env = env.env  # before normalisation
+    obs, _ = raw_env.reset(seed=0)
+    assert obs.shape == (1, 42, 42) and obs.dtype == np.float32
+    assert 0.0 <= obs.min() and obs.max() <= 1.0 and obs.max() > 0
+
+
+def test_frame_processing_crops_resizes_and_averages_colours():
+    frame = np.zeros((210, 160, 3), dtype=np.uint8)
+    frame[:34] = 255  # the score bar: cropped away
+    frame[34:194, :80, 0] = 90  # left half: red 90, so grey 30
+    out = _process_frame42(frame)
+    assert out.shape == (1, 42, 42)
+    np.testing.assert_allclose(out[0, :, :20], 30 / 255, atol=1e-6)
+    np.testing.assert_allclose(out[0, :, 22:], 0.0)
+
+
+def test_normalisation_running_statistics():
+    env = NormalizedEnv(gym.make("ALE/Breakout-v5").env)
+    rng = np.random.default_rng(0)
+    mean = std = 0.0
+    for t in range(1, 6):
+        frame = rng.random((1, 42, 42), dtype=np.float32) * t
+        mean = 0.9999 * mean + 0.0001 * frame.mean()
+        std = 0.9999 * std + 0.0001 * frame.std()
+        correction = 1 - 0.9999**t
+        expected = (frame - mean / correction) / (std / correction + 1e-8)
+        np.testing.assert_allclose(env.observation(frame), expected, rtol=1e-5, atol=1e-5)
+    assert env.num_steps == 5
+
+
+def test_normalised_frames_from_the_game_are_centred():
+    env = create_atari_env("BreakoutDeterministic-v4")
+    env.reset(seed=0)
+    frames = [env.step(env.action_space.sample())[0] for _ in range(50)]
+    assert abs(np.mean(frames[-1])) < 1.0
+    assert np.isfinite(frames).all()
+
+
+@pytest.mark.parametrize(
+    "env_id, registered, sticky, frameskip",
+    [
+        ("ALE/Breakout-v5", "ALE/Breakout-v5", 0.25, 4),
+        ("Breakout-v0", "Breakout-v0", 0.25, (2, 5)),
+        ("Breakout-v4", "Breakout-v4", 0.0, (2, 5)),
+        ("BreakoutNoFrameskip-v4", "BreakoutNoFrameskip-v4", 0.0, 1),
+        ("BreakoutDeterministic-v4", "ALE/Breakout-v5", 0.0, 4),
+        ("PongDeterministic-v4", "ALE/Pong-v5", 0.0, 4),
+    ],
+)
+def test_accepted_ids(env_id, registered, sticky, frameskip):
+    env = create_atari_env(env_id)
+    assert env.spec.id == registered
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(sticky)
+    assert env.unwrapped._frameskip == frameskip
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (1, 42, 42)
+    assert env.action_space.n == (6 if "Pong" in env_id else 4)
+
+
+def test_unknown_id_names_the_closest():
+    with pytest.raises(UnknownEnvError, match="Breakout"):
+        resolve_env_id("Breakot-v5")
+
+
+def test_unknown_id_on_the_command_line_exits_2_with_one_line():
+    out = subprocess.run([sys.executable, "main.py", "--env-name", "BreakoutDetermnistic-v4"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    assert len(lines) == 1, out.stderr
+    assert "BreakoutDeterministic-v4" in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_life_loss_ends_training_episodes_but_not_the_game():
+    env = create_atari_env("BreakoutDeterministic-v4", life_loss=True, fire_reset=True)
+    env.reset(seed=0)
+    ends, game_overs = 0, 0
+    for _ in range(3000):
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        if terminated or truncated:
+            ends += 1
+            game_overs += info["game_over"]
+            if info["game_over"]:
+                break
+            env.reset()
+    assert game_overs == 1
+    assert ends == 5  # Breakout has five lives
+
+
+def test_frame_processing_is_the_reference_computation():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (210, 160, 3), dtype=np.uint8)
+    small = cv2.resize(cv2.resize(frame[34:194, :160], (80, 80)), (42, 42))
+    expected = (small.mean(2).astype(np.float32) / 255.0)[None]
+    np.testing.assert_allclose(_process_frame42(frame), expected, atol=1e-6)

@@ -1,0 +1,218 @@
+"""main.py as a user runs it: budgets, the run directory, resume, signals, dead workers, bad input."""
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import torch
+
+import main
+from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from conftest import ROOT
+from model import ActorCritic
+
+FAST = ["--num-processes", "2", "--eval-interval", "1", "--record-every", "0", "--status-interval", "2"]
+
+
+class LiveRun:
+    """main.py in its own session (so a signal can go to the whole group, as Ctrl-C does)."""
+
+    def __init__(self, *argv):
+        self.proc = subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.lines, self.errors = [], []
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, into):
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(re.search(pattern, line) for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no line matching {pattern!r}; stdout: {self.lines}; stderr: {self.errors}")
+
+    def children(self):
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def wait(self, timeout):
+        returncode = self.proc.wait(timeout=timeout)
+        time.sleep(0.5)  # let the readers finish
+        return returncode
+
+
+def test_breakout_trains_and_prints_test_lines(tmp_path):
+    run = LiveRun("--env-name", "BreakoutDeterministic-v4", "--num-processes", "2", "--run-dir", str(tmp_path))
+    run.wait_for(r"^Time \d\dh \d\dm \d\ds, num steps \d+, FPS \d+, episode reward [-\d.]+, episode length \d+$")
+    time.sleep(3)
+    os.killpg(run.proc.pid, signal.SIGINT)
+    assert run.wait(timeout=30) == 0
+    assert load_checkpoint(tmp_path)["counter"] > 0
+
+
+def test_step_budget_ends_the_run_and_leaves_its_record(tmp_path):
+    out = subprocess.run([sys.executable, "main.py", *FAST, "--max-steps", "600", "--run-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "step budget of 600 reached" in out.stdout
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["args"]["max_steps"] == 600 and config["seed"] == 1
+    assert set(config["versions"]) == {"python", "torch", "gymnasium", "ale_py"}
+    assert "git_commit" in config
+    data = load_checkpoint(tmp_path, num_actions=4)
+    assert 600 <= data["counter"] < 600 + 2 * 20 + 1  # at most one rollout per worker past the budget
+    assert data["optimizer"]["state"][0]["step"].item() > 0
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and set(rows[0]) == {"kind", "time_s", "total_steps", "worker", "reward", "length"}
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+
+
+def test_time_budget_ends_the_run(tmp_path):
+    start = time.time()
+    out = subprocess.run([sys.executable, "main.py", *FAST, "--max-time", "4", "--run-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "time budget of 4 s reached" in out.stdout
+    assert time.time() - start < 60
+
+
+def test_resume_restores_weights_optimizer_and_counter(tmp_path):
+    first = subprocess.run([sys.executable, "main.py", *FAST, "--max-steps", "400", "--run-dir", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    saved = load_checkpoint(tmp_path)
+    rows_before = (tmp_path / "progress.csv").read_text().splitlines()
+
+    # What the main process holds after resuming equals what was saved.
+    args = main.parse_args(["--resume", str(tmp_path), "--max-steps", "2000"])
+    assert args.num_processes == 2 and args.record_every == 0  # the saved run's settings are the defaults
+    run = main.Run(args)
+    assert run.counter.value == saved["counter"]
+    for key, value in run.shared_model.state_dict().items():
+        assert torch.equal(value, saved["model"][key])
+    state = run.optimizer.state_dict()["state"]
+    for index, moments in saved["optimizer"]["state"].items():
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state[index][name], moments[name])
+    run.log.close()
+
+    second = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "2000"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert "resumed at step" in second.stdout
+    resumed = load_checkpoint(tmp_path)
+    assert resumed["counter"] >= 2000
+    assert resumed["elapsed"] > saved["elapsed"]
+    assert resumed["optimizer"]["state"][0]["step"] > saved["optimizer"]["state"][0]["step"]
+    rows_after = (tmp_path / "progress.csv").read_text().splitlines()
+    assert rows_after[: len(rows_before)] == rows_before and len(rows_after) > len(rows_before)
+    assert rows_after.count(rows_before[0]) == 1  # one header
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly(tmp_path, sig):
+    run = LiveRun(*FAST, "--run-dir", str(tmp_path))
+    run.wait_for(r"^Time ")
+    children = run.children()
+    assert len(children) >= 3
+    sent = time.time()
+    if sig == signal.SIGINT:
+        os.killpg(run.proc.pid, sig)  # Ctrl-C reaches the whole process group
+    else:
+        run.proc.send_signal(sig)
+    assert run.wait(timeout=10) == 0
+    assert time.time() - sent < 10
+    assert load_checkpoint(tmp_path)["counter"] > 0
+    assert load_checkpoint(tmp_path / "best.pt")["best_reward"] is not None  # the evaluation that was printed
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_killed_worker_stops_the_run_with_its_name(tmp_path):
+    run = LiveRun(*FAST, "--run-dir", str(tmp_path))
+    run.wait_for(r"^Time ")
+    children = sorted(run.children(), key=lambda c: c.create_time())
+    children[-1].kill()  # the last one started: worker 1
+    sent = time.time()
+    assert run.wait(timeout=10) != 0
+    assert time.time() - sent < 10
+    assert any(re.search(r"worker 1 died: killed by signal SIGKILL", line) for line in run.errors), run.errors
+    load_checkpoint(tmp_path)  # still saved
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def _checkpoint_payload(num_actions=4):
+    return {"model": ActorCritic(1, num_actions).state_dict(), "optimizer": None, "counter": 7, "elapsed": 1.0,
+            "best_reward": None, "args": vars(main.parse_args([]))}
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _checkpoint_payload())
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # as if killed mid-write
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {**_checkpoint_payload(), "counter": 8})
+    assert load_checkpoint(path)["counter"] == 7
+
+
+def _bad_checkpoints(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _checkpoint_payload())
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(os.urandom(4096))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    foreign = tmp_path / "foreign.pt"
+    torch.save(ActorCritic(1, 4).state_dict(), foreign)  # a bare state_dict, not a checkpoint
+    pong = tmp_path / "pong.pt"
+    save_checkpoint(pong, _checkpoint_payload(num_actions=6))
+    return {"missing": tmp_path / "missing.pt", "corrupt": corrupt, "truncated": truncated,
+            "foreign": foreign, "wrong game": pong}
+
+
+def test_bad_checkpoints_raise_a_clear_error(tmp_path):
+    for kind, path in _bad_checkpoints(tmp_path).items():
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(path, num_actions=4)
+        assert str(path) in str(error.value) and "\n" not in str(error.value), kind
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "foreign", "wrong game"])
+def test_resume_from_a_bad_checkpoint_exits_2_with_one_line(tmp_path, kind):
+    path = _bad_checkpoints(tmp_path)[kind]
+    out = subprocess.run([sys.executable, "main.py", "--resume", str(path), "--env-name", "BreakoutDeterministic-v4",
+                          "--run-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(path) in lines[0]
+
+
+@pytest.mark.parametrize("flag, value", [("--num-processes", "0"), ("--lr", "-1"), ("--num-steps", "0"),
+                                         ("--gamma", "x"), ("--max-steps", "-5"), ("--save-interval", "0")])
+def test_bad_values_are_refused_in_one_line(flag, value):
+    out = subprocess.run([sys.executable, "main.py", flag, value], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    assert len(lines) == 1 and flag in lines[0], out.stderr

@@ -1,0 +1,68 @@
+import math
+
+import torch
+
+from model import ActorCritic
+
+
+def test_forward_shapes_for_a_batch():
+    model = ActorCritic(1, 4)
+    hx, cx = torch.zeros(5, 256), torch.zeros(5, 256)
+    value, logits, (hx, cx) = model((torch.randn(5, 1, 42, 42), (hx, cx)))
+    assert value.shape == (5, 1)
+    assert logits.shape == (5, 4)
+    assert hx.shape == cx.shape == (5, 256)
+
+
+def test_forward_sequence_matches_step_by_step():
+    torch.manual_seed(0)
+    model = ActorCritic(1, 4)
+    frames = torch.randn(7, 1, 42, 42)
+    hx, cx = torch.randn(1, 256), torch.randn(1, 256)
+    values, logits, (hx_seq, cx_seq) = model.forward_sequence(frames, hx, cx)
+    assert values.shape == (7, 1) and logits.shape == (7, 4)
+    for t in range(7):
+        value, logit, (hx, cx) = model((frames[t : t + 1], (hx, cx)))
+        torch.testing.assert_close(values[t], value[0])
+        torch.testing.assert_close(logits[t], logit[0])
+    torch.testing.assert_close(hx_seq, hx)
+    torch.testing.assert_close(cx_seq, cx)
+
+
+def test_flattened_conv_features_are_288():
+    model = ActorCritic(1, 4)
+    assert model.features(torch.zeros(2, 1, 42, 42)).shape == (2, 32 * 3 * 3)
+    assert model.lstm.input_size == 288 and model.lstm.hidden_size == 256
+
+
+def test_glorot_bounds_and_zero_biases():
+    torch.manual_seed(1)
+    model = ActorCritic(1, 4)
+    for name in ["conv1", "conv2", "conv3", "conv4"]:
+        conv = getattr(model, name)
+        out_ch, in_ch, kh, kw = conv.weight.shape
+        bound = math.sqrt(6.0 / (in_ch * kh * kw + out_ch * kh * kw))
+        # Uniform in [-bound, bound]: the extremes come close to the bound, never past it.
+        assert conv.weight.abs().max() <= bound
+        assert conv.weight.abs().max() >= 0.9 * bound
+        assert torch.all(conv.bias == 0)
+    for bias in [model.lstm.bias_ih, model.lstm.bias_hh, model.actor_linear.bias, model.critic_linear.bias]:
+        assert torch.all(bias == 0)
+
+
+def test_actor_and_critic_rows_have_normalized_norms():
+    model = ActorCritic(1, 4)
+    torch.testing.assert_close(model.actor_linear.weight.norm(dim=1), torch.full((4,), 0.01))
+    torch.testing.assert_close(model.critic_linear.weight.norm(dim=1), torch.full((1,), 1.0))
+
+
+def test_initial_policy_is_near_uniform():
+    model = ActorCritic(1, 4)
+    _, logits, _ = model((torch.randn(3, 1, 42, 42), (torch.zeros(3, 256), torch.zeros(3, 256))))
+    probs = torch.softmax(logits, dim=-1)
+    assert torch.allclose(probs, torch.full_like(probs, 0.25), atol=0.01)
+
+
+def test_course_attribute_names():
+    names = {k.split(".")[0] for k in ActorCritic(1, 4).state_dict()}
+    assert names == {"conv1", "conv2", "conv3", "conv4", "lstm", "critic_linear", "actor_linear"}

@@ -1,0 +1,50 @@
+import multiprocessing
+
+import torch
+
+from my_optim import SharedAdam
+
+
+def _grad_sequence(steps, shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(shape, generator=g) for shape in shapes] for _ in range(steps)]
+
+
+def test_matches_torch_adam_over_20_steps():
+    torch.manual_seed(0)
+    reference = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
+    shared = [torch.nn.Parameter(p.detach().clone()) for p in reference]
+    kwargs = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.001)
+    adam = torch.optim.Adam(reference, **kwargs)
+    shared_adam = SharedAdam(shared, **kwargs).share_memory()
+    for grads in _grad_sequence(20, [p.shape for p in reference]):
+        for optimizer, params in ((adam, reference), (shared_adam, shared)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b in zip(reference, shared):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+        torch.testing.assert_close(adam.state[a]["exp_avg"], shared_adam.state[b]["exp_avg"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(adam.state[a]["exp_avg_sq"], shared_adam.state[b]["exp_avg_sq"], atol=1e-6, rtol=0)
+    assert shared_adam.state[shared[0]]["step"].item() == 20
+
+
+def _child_step(param, optimizer):
+    param.grad = torch.ones_like(param)
+    optimizer.step()
+
+
+def test_step_in_a_child_process_is_seen_by_the_parent():
+    param = torch.nn.Parameter(torch.zeros(4))
+    param.data.share_memory_()
+    optimizer = SharedAdam([param], lr=0.1).share_memory()
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_child_step, args=(param, optimizer))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    state = optimizer.state[param]
+    assert state["step"].item() == 1  # the shared step counter
+    torch.testing.assert_close(state["exp_avg"], torch.full((4,), 0.1))  # (1 - beta1) * grad
+    torch.testing.assert_close(state["exp_avg_sq"], torch.full((4,), 0.001))  # (1 - beta2) * grad^2
+    torch.testing.assert_close(param.data, torch.full((4,), -0.1))  # first Adam step: -lr * sign(grad)

@@ -1,0 +1,27 @@
+import queue
+import threading
+from types import SimpleNamespace
+
+import torch
+
+import test as evaluation
+from model import ActorCritic
+
+
+def test_evaluation_never_changes_the_shared_weights(args):
+    args.eval_interval, args.record_every = 0, 0
+    shared_model = ActorCritic(1, 4)
+    before = {k: v.clone() for k, v in shared_model.state_dict().items()}
+    stop, events = threading.Event(), queue.Queue()
+    counter = SimpleNamespace(value=0)
+    thread = threading.Thread(target=evaluation.test, args=(args.num_processes, args, shared_model, counter),
+                              kwargs={"stop_event": stop, "events": events})
+    thread.start()
+    first = events.get(timeout=120)
+    second = events.get(timeout=120)
+    stop.set()
+    thread.join(timeout=60)
+    assert first[0] == second[0] == "eval"
+    assert first[4] > 0  # it played
+    for key, value in shared_model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # bit-identical
