@@ -330,3 +330,19 @@ def test_training_run_records_evaluation_videos_named_by_steps_and_reward(tmp_pa
     first_length = int(re.search(r"episode length (\d+)", result.stdout).group(1))
     codec, _, width, height, _, frames = decode(run_dir / "videos" / finished[0])
     assert (codec, width, height, len(frames)) == ("h264", 160, 210, first_length)
+
+
+def test_same_seed_same_scores_when_sampling_with_noops(evaluations):
+    """Sampled actions and random no-ops make every game different: only the seed makes them repeat."""
+    checkpoint = evaluations[0]["plain"][1].parent / "fresh.pt"
+
+    def lengths_and_rewards(seed):
+        result = run_command("test.py", "--checkpoint", str(checkpoint), "--episodes", "3", "--sample",
+                             "--noop-max", "30", "--seed", str(seed))
+        assert result.returncode == 0, result.stderr
+        return re.findall(r"episode reward (\S+), episode length (\d+)", result.stdout)
+
+    first = lengths_and_rewards(5)
+    assert len(first) == 3
+    assert lengths_and_rewards(5) == first
+    assert lengths_and_rewards(6) != first
