@@ -173,18 +173,21 @@ class Run:
         self.optimizer = None
         if not args.no_shared:
             self.optimizer = my_optim.SharedAdam(self.shared_model.parameters(), lr=args.lr)
-        self.counter_start, self.elapsed_before, self.best = 0, 0.0, None
+        self.counter_start, self.elapsed_before, best = 0, 0.0, None
         if resume_data is not None:
             self.shared_model.load_state_dict(resume_data["model"])
             if self.optimizer is not None and resume_data.get("optimizer"):
                 self.optimizer.load_state_dict(resume_data["optimizer"])
             self.counter_start = resume_data["counter"]
-            self.elapsed_before = resume_data["elapsed"]
-            self.best = resume_data.get("best_reward")
+            self.elapsed_before = resume_data.get("elapsed") or 0.0
+            best = resume_data.get("best_reward")
         self.shared_model.share_memory()
         if self.optimizer is not None:
             self.optimizer.share_memory()
         self.counter = mp.Value("q", self.counter_start)
+        # The best evaluation so far: the test process raises it and writes best.pt itself, so the
+        # weights never travel through the event queue.
+        self.best = mp.Value("d", float("-inf") if best is None else best)
         self.lock = mp.Lock()
         self.stop_event = mp.Event()
         self.events = mp.Queue()
@@ -205,11 +208,13 @@ class Run:
         for rank, name in enumerate(names):
             if name == "test":
                 target, rest = test, (self.args.num_processes, self.args, self.shared_model, self.counter)
+                extra = {"best": self.best}
             else:
                 target = train
                 rest = (rank - 1, self.args, self.shared_model, self.counter, self.lock, self.optimizer)
+                extra = {}
             p = mp.Process(target=run_process, args=(name, target, self.stop_event, self.events, *rest),
-                           name=name, daemon=True)
+                           kwargs=extra, name=name, daemon=True)
             p.start()
             self.processes[name] = p
 
@@ -220,12 +225,9 @@ class Run:
             self.log.write("train", self.elapsed(), steps, rank, game_return, length)
             self.recent_returns.append(game_return)
         elif kind == "eval":
-            _, _, steps, reward, length, weights = event
+            _, _, steps, reward, length = event
             self.log.write("eval", self.elapsed(), steps, None, reward, length)
             self.last_eval = reward
-            if self.best is None or reward > self.best:
-                self.best = reward
-                self.save("best.pt", model={k: torch.from_numpy(v) for k, v in weights.items()}, eval_steps=steps)
         elif kind == "nonfinite":
             self.nonfinite[event[1]] = event[2]
         elif kind == "error":
@@ -239,16 +241,17 @@ class Run:
         except queue.Empty:
             pass
 
-    def save(self, name="checkpoint.pt", model=None, **extra):
-        save_checkpoint(self.run_dir / name, {
-            "model": model if model is not None else self.shared_model.state_dict(),
-            # best.pt keeps the weights only; checkpoint.pt everything needed to resume.
-            "optimizer": self.optimizer.state_dict() if self.optimizer and name == "checkpoint.pt" else None,
+    def best_reward(self):
+        return None if self.best.value == float("-inf") else self.best.value
+
+    def save(self):
+        save_checkpoint(self.run_dir / "checkpoint.pt", {
+            "model": self.shared_model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "counter": self.counter.value,
             "elapsed": self.elapsed(),
-            "best_reward": self.best,
+            "best_reward": self.best_reward(),
             "args": vars(self.args),
-            **extra,
         })
 
     def save_all(self):
@@ -264,7 +267,7 @@ class Run:
             parts.append(f"train return (last {len(self.recent_returns)}) "
                          f"{sum(self.recent_returns) / len(self.recent_returns):.1f}")
         parts.append(f"last eval {self.last_eval if self.last_eval is not None else '-'}")
-        parts.append(f"best {self.best if self.best is not None else '-'}")
+        parts.append(f"best {self.best_reward() if self.best_reward() is not None else '-'}")
         if self.nonfinite:
             parts.append(f"skipped non-finite updates {sum(self.nonfinite.values())}")
         left = []

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from checkpoint import save_checkpoint
 from envs import create_atari_env
 from model import ActorCritic
 
@@ -87,9 +88,10 @@ def finish_recording(recorder, final_path):
         written.unlink()
 
 
-def test(rank, args, shared_model, counter, *, stop_event=None, events=None, make_env=None):
+def test(rank, args, shared_model, counter, *, stop_event=None, events=None, make_env=None, best=None):
     """The course's test process: at the start of each episode copy the shared weights, play greedily,
-    print the course's line, report it, wait args.eval_interval seconds, repeat until stopped."""
+    print the course's line, report it, wait args.eval_interval seconds, repeat until stopped.
+    With `best` (a shared value), a new best score saves the weights that earned it to best.pt."""
     torch.manual_seed(args.seed + rank)
     torch.set_num_threads(1)
     video_dir = Path(args.run_dir) / "videos" if getattr(args, "run_dir", None) and args.record_every else None
@@ -123,10 +125,12 @@ def test(rank, args, shared_model, counter, *, stop_event=None, events=None, mak
         fps = (counter.value - start_steps) / max(time.time() - start_time, 1e-9)
         print(course_line(start_time, counter.value, fps, reward, length), flush=True)
         if events is not None:
-            # The weights that earned this score, as numpy arrays: sent by value, so they arrive even if
-            # this process has ended by then (shared tensors would need it alive).
-            events.put(("eval", rank, num_steps, reward, length,
-                        {k: v.numpy().copy() for k, v in model.state_dict().items()}))
+            events.put(("eval", rank, num_steps, reward, length))
+        if best is not None and reward > best.value:
+            best.value = reward
+            save_checkpoint(Path(args.run_dir) / "best.pt", {
+                "model": model.state_dict(), "optimizer": None, "counter": num_steps, "elapsed": None,
+                "best_reward": reward, "args": vars(args)})
         if stop_event is not None:
             stop_event.wait(args.eval_interval)
         else:

@@ -22,12 +22,27 @@ from model import ActorCritic
 FAST = ["--num-processes", "2", "--eval-interval", "1", "--record-every", "0", "--status-interval", "2"]
 
 
+LIVE_RUNS = []
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind():
+    """Whatever a test asserts, the runs it started do not outlive it."""
+    yield
+    while LIVE_RUNS:
+        run = LIVE_RUNS.pop()
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+
+
 class LiveRun:
     """main.py in its own session (so a signal can go to the whole group, as Ctrl-C does)."""
 
     def __init__(self, *argv):
         self.proc = subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
+        LIVE_RUNS.append(self)
         self.lines, self.errors = [], []
         threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
         threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True).start()
