@@ -61,7 +61,7 @@ class ActorCritic(nn.Module):
         x = F.elu(self.conv2(x))
         x = F.elu(self.conv3(x))
         x = F.elu(self.conv4(x))
-        return x.view(x.size(0), -1)
+        return x.reshape(x.size(0), -1)  # reshape, not view: a channels-last x is flattened by a copy
 
     def forward(self, inputs):
         """One time step: (frames, (hx, cx)) -> (value, logits, (hx, cx))."""
@@ -69,13 +69,36 @@ class ActorCritic(nn.Module):
         hx, cx = self.lstm(self.features(x), (hx, cx))
         return self.critic_linear(hx), self.actor_linear(hx), (hx, cx)
 
+    def act(self, x: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor):
+        """One acting step of a worker (call it under torch.inference_mode): the policy logits and the
+        next LSTM state. The same operations as forward() without the critic head, which acting does
+        not need (the values of the states played are computed afterwards, by forward_sequence).
+
+        Acting sees one frame at a time, so the fixed cost of each call counts as much as the
+        arithmetic: the layers are applied through their functional forms on the modules' own
+        weights (no nn.Module call machinery), and each ELU overwrites its input (no new tensor)."""
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            x = F.elu_(F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding))
+        lstm = self.lstm
+        hx, cx = torch.lstm_cell(x.reshape(x.size(0), -1), (hx, cx), lstm.weight_ih, lstm.weight_hh,
+                                 lstm.bias_ih, lstm.bias_hh)
+        return F.linear(hx, self.actor_linear.weight, self.actor_linear.bias), (hx, cx)
+
     def forward_sequence(self, frames: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor):
-        """A whole rollout at once: the convs see all T frames in one batch, the LSTM steps through
-        them in order. Same numbers as T calls of forward(), far fewer operator calls."""
-        features = self.features(frames)
-        hidden = []
-        for t in range(features.size(0)):
-            hx, cx = self.lstm(features[t : t + 1], (hx, cx))
-            hidden.append(hx)
-        hidden = torch.cat(hidden)
-        return self.critic_linear(hidden), self.actor_linear(hidden), (hx, cx)
+        """A whole rollout at once: T frames -> T values, T logits and the last LSTM state.
+        The same numbers as T calls of forward() (up to float rounding), far fewer operator calls:
+
+        - the convs see all T frames in one batch;
+        - the LSTM steps through them in order inside one fused operator, torch.lstm (what
+          nn.LSTM.forward calls), given the cell's own weights: LSTMCell and LSTM share the gate
+          layout (input, forget, cell, output). On CPU its forward and backward run the T steps in
+          native code, several times faster than T LSTMCell calls and their T small backward steps.
+        """
+        features = self.features(frames)  # (T, 288)
+        weights = (self.lstm.weight_ih, self.lstm.weight_hh, self.lstm.bias_ih, self.lstm.bias_hh)
+        # Arguments: input (T, batch 1, 288), initial state (layers 1, batch 1, 256) each, weights,
+        # has_biases, num_layers, dropout, train, bidirectional, batch_first.
+        hidden, hx, cx = torch.lstm(features.unsqueeze(1), (hx.unsqueeze(0), cx.unsqueeze(0)), weights,
+                                    True, 1, 0.0, self.training, False, False)
+        hidden = hidden.squeeze(1)  # (T, 256): h_t for every step
+        return self.critic_linear(hidden), self.actor_linear(hidden), (hx.squeeze(0), cx.squeeze(0))

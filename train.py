@@ -21,6 +21,13 @@ def ensure_shared_grads(model, shared_model):
         shared_param._grad = param.grad
 
 
+def copy_weights(source, target):
+    """target's parameters := source's, in place (the two models have the same architecture)."""
+    with torch.no_grad():
+        for param, source_param in zip(target.parameters(), source.parameters()):
+            param.copy_(source_param)
+
+
 class Game:
     """The environment side of a worker: the current frame, the LSTM state carried between rollouts,
     and the bookkeeping of the episode being played."""
@@ -75,17 +82,29 @@ class Trajectory:
     cx: torch.Tensor
 
 
+def sample_action(logit: torch.Tensor) -> int:
+    """Draw a ~ pi(.|s) = softmax(logit) for one state, exactly as probs.multinomial(num_samples=1)
+    in the classic loop: for one sample PyTorch's multinomial computes argmax(p / q), q ~ Exp(1)
+    (the Gumbel-max trick). Written out it skips multinomial's input checks, a dozen small operators
+    per step, while drawing the same random numbers: a seed plays the same actions in both loops."""
+    probs = F.softmax(logit, dim=-1)
+    return (probs / torch.empty_like(probs).exponential_()).argmax().item()
+
+
 def play_rollout(model, game: Game, num_steps: int) -> Trajectory:
     """Act for up to num_steps without autograd: the weights are fixed during a rollout, so the graph
-    is built once afterwards, for all steps at once (see evaluate_trajectory)."""
+    is built once afterwards, for all steps at once (see evaluate_trajectory).
+
+    Acting only needs pi(.|s_t) and the next LSTM state, so each step is kept small: model.act skips
+    the critic head, torch.inference_mode skips all autograd bookkeeping, and sample_action draws
+    the action as the classic loop does, without multinomial's checks."""
     game.start_rollout()
     traj = Trajectory([game.state], [], [], False, game.hx, game.cx)
     hx, cx = game.hx, game.cx
-    with torch.no_grad():
+    with torch.inference_mode():
         for _ in range(num_steps):
-            _, logit, (hx, cx) = model((game.state.unsqueeze(0), (hx, cx)))
-            action = F.softmax(logit, dim=-1).multinomial(num_samples=1).item()  # a ~ pi(.|s)
-            game.hx, game.cx = hx, cx
+            logit, (hx, cx) = model.act(game.state.unsqueeze(0), hx, cx)
+            action = sample_action(logit)  # a ~ pi(.|s)
             reward, done = game.step(action)
             traj.actions.append(action)
             traj.rewards.append(reward)
@@ -93,6 +112,9 @@ def play_rollout(model, game: Game, num_steps: int) -> Trajectory:
                 traj.done = True
                 break
             traj.frames.append(game.state)
+    # The LSTM state the next rollout starts from; a clone made outside inference mode is an ordinary
+    # tensor, which the next evaluate_trajectory may use in its graph.
+    game.hx, game.cx = hx.clone(), cx.clone()
     return traj
 
 
@@ -187,6 +209,9 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, *, make_env=N
     else:
         env = make_env(args)
     model = ActorCritic(env.observation_space.shape[0], env.action_space.n)
+    # The local copy stores its conv weights channels-last (NHWC): the same weights, in the layout
+    # PyTorch's CPU convolutions run fastest in, for acting (1 frame) as for learning (a batch).
+    model = model.to(memory_format=torch.channels_last)
     if optimizer is None:  # --no-shared: each worker keeps its own Adam statistics
         optimizer = optim.Adam(shared_model.parameters(), lr=args.lr)
 
@@ -199,8 +224,9 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, *, make_env=N
     while not (stop_event is not None and stop_event.is_set()):
         if args.max_steps and counter.value >= args.max_steps:
             break
-        # 1. Synchronise: start from the shared weights.
-        model.load_state_dict(shared_model.state_dict())
+        # 1. Synchronise: start from the shared weights (a plain copy, tensor by tensor: the same as
+        #    load_state_dict(shared_model.state_dict()) without building and checking a state dict).
+        copy_weights(shared_model, model)
 
         # 2. Rollout of up to num_steps, then the loss terms with the graph.
         if args.rollout == "classic":

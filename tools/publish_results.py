@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import av
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent

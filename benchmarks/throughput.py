@@ -1,0 +1,270 @@
+"""Throughput of A3C training on this machine, against the emulator's ceiling and the classic loop.
+
+    python benchmarks/throughput.py                      # workers = CPU count, rollouts of 20 steps
+    python benchmarks/throughput.py --workers 2 --repeats 3
+    python benchmarks/throughput.py --memory-minutes 10  # resident memory of the workers over 10 min
+
+Three measurements, each with N processes started the way main.py starts its workers (torch
+multiprocessing, a shared step counter and lock, a stop event), timed from the shared counter
+after a warm-up:
+
+  ceiling  the same Atari env with the same frame processing, stepped with random actions:
+           what the emulator alone allows, the upper bound for any training loop;
+  train    the project's training (train.train with --rollout fast) on a shared ActorCritic
+           and SharedAdam;
+  classic  the same with --rollout classic, the course's loop.
+
+The last line is machine-readable:
+  train_steps_per_s=... classic_steps_per_s=... ceiling_steps_per_s=... speedup_vs_classic=... fraction_of_ceiling=...
+With --repeats R each figure is the median of R rounds (the spread is printed above it).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # as main.py: one intra-op thread per process
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's modules
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import torch  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+
+import my_optim  # noqa: E402
+from envs import create_atari_env  # noqa: E402
+from main import number  # noqa: E402
+from main import parse_args as parse_training_args  # noqa: E402
+from model import ActorCritic  # noqa: E402
+from train import train  # noqa: E402
+
+ENV_NAME = "BreakoutDeterministic-v4"
+COUNT_EVERY = 20  # ceiling processes add to the shared counter in chunks, as workers do per rollout
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="A3C training throughput on Breakout against the emulator's ceiling")
+    p.add_argument("--workers", type=number(int, low=1), default=os.cpu_count() or 1,
+                   help="processes in each measurement (default: the CPU count)")
+    p.add_argument("--num-steps", type=number(int, low=1), default=20, help="rollout length (default: 20)")
+    p.add_argument("--warmup", type=number(float, low=0), default=10,
+                   help="seconds run before measuring (default: 10)")
+    p.add_argument("--measure", type=number(float, above=0), default=40,
+                   help="seconds measured for each of ceiling, train and classic (default: 40)")
+    p.add_argument("--repeats", type=number(int, low=1), default=1,
+                   help="rounds of the three measurements; figures are medians (default: 1)")
+    p.add_argument("--memory-minutes", type=number(float, above=0), default=None, metavar="M",
+                   help="instead: run the training workers M minutes and report how their resident memory grows")
+    p.add_argument("--memory-warmup", type=number(float, low=0), default=60,
+                   help="with --memory-minutes: seconds before the baseline sample (default: 60)")
+    p.add_argument("--sample-interval", type=number(float, above=0), default=5,
+                   help="with --memory-minutes: seconds between memory samples (default: 5)")
+    p.error = lambda message: fail(f"{p.prog}: error: {message}")
+    return p
+
+
+def fail(message: str):
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.memory_minutes is not None and args.memory_warmup >= args.memory_minutes * 60:
+        fail(f"throughput.py: error: --memory-warmup ({args.memory_warmup:g} s) must be shorter than "
+             f"--memory-minutes ({args.memory_minutes:g} min)")
+    return args
+
+
+# ---------------------------------------------------------------- the processes measured
+
+def random_player(rank, counter, lock, stop_event):
+    """The ceiling: step the training environment with uniformly random actions."""
+    env = create_atari_env(ENV_NAME)
+    env.reset(seed=rank)
+    rng = np.random.default_rng(rank)
+    num_actions = env.action_space.n
+    steps = 0
+    while not stop_event.is_set():
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(num_actions)))
+        if terminated or truncated:
+            env.reset()
+        steps += 1
+        if steps == COUNT_EVERY:
+            with lock:
+                counter.value += steps
+            steps = 0
+
+
+def start_processes(kind: str, workers: int, num_steps: int):
+    """Start `workers` processes of one kind; returns (processes, counter, stop_event)."""
+    counter, lock, stop_event = mp.Value("q", 0), mp.Lock(), mp.Event()
+    if kind == "ceiling":
+        targets = [(random_player, (rank, counter, lock, stop_event), {}) for rank in range(workers)]
+    else:
+        args = parse_training_args(["--num-processes", str(workers), "--num-steps", str(num_steps),
+                                    "--rollout", "fast" if kind == "train" else "classic"])
+        torch.manual_seed(args.seed)
+        env = create_atari_env(args.env_name)
+        shared_model = ActorCritic(env.observation_space.shape[0], env.action_space.n)
+        env.close()
+        shared_model.share_memory()
+        optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
+        optimizer.share_memory()
+        targets = [(train, (rank, args, shared_model, counter, lock, optimizer), {"stop_event": stop_event})
+                   for rank in range(workers)]
+    processes = []
+    for target, args, kwargs in targets:
+        p = mp.Process(target=target, args=args, kwargs=kwargs, daemon=True)
+        p.start()
+        processes.append(p)
+    return processes, counter, stop_event
+
+
+def stop_processes(processes, stop_event):
+    stop_event.set()
+    for p in processes:
+        p.join(timeout=10)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def check_alive(processes, kind: str):
+    for p in processes:
+        if p.exitcode is not None:
+            raise RuntimeError(f"a {kind} process ended early ({p.exitcode=}); run main.py to see its error")
+
+
+class MemorySampler:
+    """Resident memory (RSS) of each process, sampled on demand."""
+
+    def __init__(self, processes):
+        self.procs = [psutil.Process(p.pid) for p in processes]
+        self.samples = [[] for _ in processes]  # per process: (time, rss bytes)
+
+    def sample(self):
+        now = time.time()
+        for proc, samples in zip(self.procs, self.samples):
+            try:
+                samples.append((now, proc.memory_info().rss))
+            except psutil.NoSuchProcess:
+                pass
+
+    def peak_mb(self) -> float:
+        return max((rss for samples in self.samples for _, rss in samples), default=0) / 2**20
+
+
+def sleep_sampling(seconds: float, sampler: MemorySampler, processes, kind: str, interval: float = 1.0):
+    end = time.time() + seconds
+    while True:
+        sampler.sample()
+        check_alive(processes, kind)
+        left = end - time.time()
+        if left <= 0:
+            return
+        time.sleep(min(interval, left))
+
+
+def measure(kind: str, args) -> tuple[float, float]:
+    """Agent steps per second (all processes together) and the peak RSS of one process (MB)."""
+    processes, counter, stop_event = start_processes(kind, args.workers, args.num_steps)
+    try:
+        sampler = MemorySampler(processes)
+        sleep_sampling(args.warmup, sampler, processes, kind)
+        start_steps, start = counter.value, time.perf_counter()
+        sleep_sampling(args.measure, sampler, processes, kind)
+        steps, elapsed = counter.value - start_steps, time.perf_counter() - start
+    finally:
+        stop_processes(processes, stop_event)
+    return steps / elapsed, sampler.peak_mb()
+
+
+# ---------------------------------------------------------------- the two modes
+
+def run_throughput(args) -> None:
+    kinds = ["ceiling", "train", "classic"]
+    rates = {kind: [] for kind in kinds}
+    peaks = {kind: [] for kind in kinds}
+    print(f"{args.workers} processes on {os.cpu_count()} CPUs, {ENV_NAME}, rollouts of {args.num_steps} steps, "
+          f"warm-up {args.warmup:g} s, measured {args.measure:g} s each, {args.repeats} round(s)", flush=True)
+    print(f"{'round':>5}  {'run':8} {'steps/s':>9} {'per worker':>11} {'peak RSS each':>16}", flush=True)
+    for round_ in range(1, args.repeats + 1):
+        for kind in kinds:
+            rate, peak = measure(kind, args)
+            rates[kind].append(rate)
+            peaks[kind].append(peak)
+            print(f"{round_:>5}  {kind:8} {rate:9.0f} {rate / args.workers:11.0f} {peak:13.0f} MB", flush=True)
+
+    median = {kind: statistics.median(rates[kind]) for kind in kinds}
+    print()
+    print(f"{'run':8} {'median steps/s':>15} {'min..max':>14} {'spread':>7} {'peak RSS each':>16}")
+    for kind in kinds:
+        low, high = min(rates[kind]), max(rates[kind])
+        print(f"{kind:8} {median[kind]:15.0f} {f'{low:.0f}..{high:.0f}':>14} "
+              f"{(high - low) / median[kind] * 100:6.1f}% {max(peaks[kind]):13.0f} MB")
+    print(f"peak resident memory per worker: train {max(peaks['train']):.0f} MB, "
+          f"classic {max(peaks['classic']):.0f} MB, ceiling {max(peaks['ceiling']):.0f} MB")
+    print(f"train_steps_per_s={median['train']:.0f} classic_steps_per_s={median['classic']:.0f} "
+          f"ceiling_steps_per_s={median['ceiling']:.0f} "
+          f"speedup_vs_classic={median['train'] / median['classic']:.2f} "
+          f"fraction_of_ceiling={median['train'] / median['ceiling']:.2f}", flush=True)
+
+
+def run_memory(args) -> None:
+    """Resident memory of each training worker over a long run: the baseline is the first sample
+    after the warm-up; growth = (last sample - baseline) / baseline."""
+    total = args.memory_minutes * 60
+    print(f"{args.workers} training workers for {args.memory_minutes:g} min, RSS sampled every "
+          f"{args.sample_interval:g} s, baseline after {args.memory_warmup:g} s", flush=True)
+    processes, counter, stop_event = start_processes("train", args.workers, args.num_steps)
+    start = time.time()
+    try:
+        sampler = MemorySampler(processes)
+        next_report = start + 60
+        while time.time() - start < total:
+            sampler.sample()
+            check_alive(processes, "train")
+            if time.time() >= next_report:
+                rss = ", ".join(f"{samples[-1][1] / 2**20:.1f}" for samples in sampler.samples)
+                print(f"  {time.time() - start:5.0f} s  {counter.value:>9,} steps  RSS per worker (MB): {rss}",
+                      flush=True)
+                next_report += 60
+            time.sleep(min(args.sample_interval, max(total - (time.time() - start), 0)))
+        sampler.sample()
+        steps = counter.value
+    finally:
+        stop_processes(processes, stop_event)
+
+    print(f"{'worker':>6} {'baseline MB':>12} {'last MB':>8} {'peak MB':>8} {'growth':>7} {'samples':>8}")
+    growths, peaks = [], []
+    for rank, samples in enumerate(sampler.samples):
+        after = [rss for t, rss in samples if t - start >= args.memory_warmup]
+        if len(after) < 2:
+            fail("throughput.py: error: too few samples after the warm-up; lengthen --memory-minutes")
+        base, last, peak = after[0], after[-1], max(after)
+        growth = (last - base) / base * 100
+        growths.append(growth)
+        peaks.append(peak / 2**20)
+        print(f"{rank:>6} {base / 2**20:12.1f} {last / 2**20:8.1f} {peak / 2**20:8.1f} {growth:6.2f}% {len(after):8}")
+    worst = max(growths)
+    print(f"{steps:,} agent steps in {total / 60:g} min ({steps / total:.0f} steps/s)")
+    print(f"memory_growth_pct_max={worst:.2f} peak_rss_mb_max={max(peaks):.1f} "
+          f"flat={'yes' if worst < 5 else 'no'} (limit: growth under 5% after warm-up)", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.memory_minutes is not None:
+        run_memory(args)
+    else:
+        run_throughput(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The shipped agent: it loads safely and plays; the README's evaluation command runs as written."""
+
+import re
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT
+from envs import create_atari_env
+from model import ActorCritic
+from test import play_episode
+
+PRETRAINED = ROOT / "pretrained" / "breakout.pt"
+
+
+def test_shipped_checkpoint_loads_with_weights_only_and_plays():
+    data = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
+    model = ActorCritic(1, 4)
+    model.load_state_dict(data["model"])
+    model.eval()
+    env = create_atari_env(data["args"]["env_name"], fire_reset=data["args"]["fire_reset"])
+    env.reset(seed=0)
+    reward, length = play_episode(env, model, 2000)
+    assert length > 0 and reward >= 0
+
+
+def test_readme_results_command_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^python test\.py --checkpoint pretrained/breakout\.pt .*$", readme, re.MULTILINE).group(0)
+    # The full 10-episode evaluation takes minutes: one episode checks that the command works as written.
+    argv = command.split()[1:]
+    argv[argv.index("--episodes") + 1] = "1"
+    out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^Summary: 1 episodes, mean [\d.]+", out.stdout, re.MULTILINE), out.stdout
