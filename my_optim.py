@@ -1,7 +1,5 @@
 """SharedAdam: Adam whose statistics live in shared memory, so all workers update one set of them."""
 
-import math
-
 import torch
 
 
@@ -11,14 +9,19 @@ class SharedAdam(torch.optim.Adam):
     Every worker process steps the same `step`, `exp_avg` and `exp_avg_sq` tensors (Hogwild: no lock).
     The step counter is a shared tensor too: a per-process counter would give each worker its own,
     wrong, bias correction.
+
+    The update is Adam's, computed by PyTorch's fused kernel (one pass over each parameter instead of
+    a dozen tensor operations; several times faster for this model):
+        m = beta1 * m + (1 - beta1) * g            v = beta2 * v + (1 - beta2) * g^2
+        p -= lr / (1 - beta1^step) * m / (sqrt(v / (1 - beta2^step)) + eps)
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=True)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
-                state["step"] = torch.zeros(1)
+                state["step"] = torch.zeros((), dtype=torch.float32)  # the fused kernel's step type
                 state["exp_avg"] = torch.zeros_like(p.data)
                 state["exp_avg_sq"] = torch.zeros_like(p.data)
 
@@ -33,27 +36,11 @@ class SharedAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None if closure is None else closure()
+        # The fused kernel walks each parameter, its gradient and its statistics in memory order, so
+        # all must share one layout. A worker's local model keeps its conv weights channels-last
+        # (faster convolutions), which would otherwise apply each gradient to the wrong elements.
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if group["weight_decay"] != 0:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                state = self.state[p]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                state["step"] += 1
-                step = state["step"].item()
-
-                # Decay the first and second moment running averages.
-                exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-
-                # Bias-corrected step, in the same order of operations as torch.optim.Adam.
-                bias_correction1 = 1 - beta1**step
-                bias_correction2 = 1 - beta2**step
-                denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(group["eps"])
-                p.addcdiv_(exp_avg, denom, value=-group["lr"] / bias_correction1)
-        return loss
+                if p.grad is not None and p.grad.stride() != p.stride():
+                    p.grad = torch.empty_like(p).copy_(p.grad)
+        return super().step(closure)

@@ -3,12 +3,14 @@ hand the local gradients to the shared model and step the shared optimizer (Hogw
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.optim as optim
+from threadpoolctl import threadpool_limits
 
 from envs import create_atari_env
-from model import ActorCritic
+from model import ActorCritic, Rollout, replay
 
 
 def ensure_shared_grads(model, shared_model):
@@ -24,8 +26,7 @@ def ensure_shared_grads(model, shared_model):
 def copy_weights(source, target):
     """target's parameters := source's, in place (the two models have the same architecture)."""
     with torch.no_grad():
-        for param, source_param in zip(target.parameters(), source.parameters()):
-            param.copy_(source_param)
+        torch._foreach_copy_(list(target.parameters()), list(source.parameters()))
 
 
 class Game:
@@ -72,63 +73,53 @@ class Game:
 
 @dataclass
 class Trajectory:
-    """What a rollout played: T+1 frames (the last one only to bootstrap), T actions and rewards."""
+    """What a rollout played (T actions and clipped rewards) and what acting computed on the way."""
 
-    frames: list
+    rollout: Rollout  # the activations of each step, for the backward pass
     actions: list
     rewards: list
     done: bool
-    hx: torch.Tensor  # LSTM state before the first frame
-    cx: torch.Tensor
+    R: float  # the bootstrap value V(s_T), 0 if the episode ended
 
 
-def sample_action(logit: torch.Tensor) -> int:
-    """Draw a ~ pi(.|s) = softmax(logit) for one state, exactly as probs.multinomial(num_samples=1)
+def sample_action(logits: np.ndarray) -> int:
+    """Draw a ~ pi(.|s) = softmax(logits) for one state, exactly as probs.multinomial(num_samples=1)
     in the classic loop: for one sample PyTorch's multinomial computes argmax(p / q), q ~ Exp(1)
-    (the Gumbel-max trick). Written out it skips multinomial's input checks, a dozen small operators
-    per step, while drawing the same random numbers: a seed plays the same actions in both loops."""
-    probs = F.softmax(logit, dim=-1)
-    return (probs / torch.empty_like(probs).exponential_()).argmax().item()
+    (the Gumbel-max trick). Written out it draws the same random numbers from torch's generator, so a
+    seed plays the same actions in both loops. (argmax ignores softmax's normalisation: skipped.)"""
+    probs = np.exp(logits - logits.max())
+    return int(np.argmax(probs / torch.empty(len(probs)).exponential_().numpy()))
 
 
 def play_rollout(model, game: Game, num_steps: int) -> Trajectory:
-    """Act for up to num_steps without autograd: the weights are fixed during a rollout, so the graph
-    is built once afterwards, for all steps at once (see evaluate_trajectory).
-
-    Acting only needs pi(.|s_t) and the next LSTM state, so each step is kept small: model.act skips
-    the critic head, torch.inference_mode skips all autograd bookkeeping, and sample_action draws
-    the action as the classic loop does, without multinomial's checks."""
+    """Act for up to num_steps, keeping each step's activations for the backward pass (see model.py):
+    no autograd, and no second forward pass when learning."""
     game.start_rollout()
-    traj = Trajectory([game.state], [], [], False, game.hx, game.cx)
-    hx, cx = game.hx, game.cx
-    with torch.inference_mode():
-        for _ in range(num_steps):
-            logit, (hx, cx) = model.act(game.state.unsqueeze(0), hx, cx)
-            action = sample_action(logit)  # a ~ pi(.|s)
-            reward, done = game.step(action)
-            traj.actions.append(action)
-            traj.rewards.append(reward)
-            if done:
-                traj.done = True
-                break
-            traj.frames.append(game.state)
-    # The LSTM state the next rollout starts from; a clone made outside inference mode is an ordinary
-    # tensor, which the next evaluate_trajectory may use in its graph.
-    game.hx, game.cx = hx.clone(), cx.clone()
-    return traj
+    rollout = Rollout(model, num_steps, game.hx, game.cx)
+    actions, rewards, done = [], [], False
+    while len(actions) < num_steps and not done:
+        action = sample_action(rollout.act(game.state))  # a ~ pi(.|s)
+        reward, done = game.step(action)
+        actions.append(action)
+        rewards.append(reward)
+    game.hx, game.cx = rollout.lstm_state(len(actions))  # the next rollout starts from here
+    R = 0.0
+    if not done:  # bootstrap from the critic's value of the last state: one more forward step
+        rollout.act(game.state)
+        R = rollout.value()
+    return Trajectory(rollout, actions, rewards, done, R)
 
 
 def evaluate_trajectory(model, traj: Trajectory):
-    """Recompute the rollout with gradients in one batched forward: V(s_t), log pi(a_t|s_t), entropy,
-    and the bootstrap value V(s_T) (0 if the episode ended)."""
-    values, logits, _ = model.forward_sequence(torch.stack(traj.frames), traj.hx, traj.cx)
-    steps = len(traj.actions)
-    R = 0.0 if traj.done else values[steps, 0].item()
-    log_prob_all = F.log_softmax(logits[:steps], dim=-1)
+    """The loss terms of the rollout with their graph: V(s_t), log pi(a_t|s_t) and the entropy, from the
+    hidden states acting computed (replay gives them their backward pass through the trunk)."""
+    hidden = replay(traj.rollout, len(traj.actions))
+    values, logits = model.critic_linear(hidden), model.actor_linear(hidden)
+    log_prob_all = F.log_softmax(logits, dim=-1)
     entropies = -(log_prob_all * log_prob_all.exp()).sum(1)
     actions = torch.tensor(traj.actions).unsqueeze(1)
     log_probs = log_prob_all.gather(1, actions).squeeze(1)
-    return values[:steps, 0], log_probs, entropies, traj.rewards, R
+    return values[:, 0], log_probs, entropies, traj.rewards, traj.R
 
 
 def rollout_classic(model, game: Game, num_steps: int):
@@ -203,6 +194,7 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, *, make_env=N
     count of skipped non-finite updates; `make_env(args)` replaces the Atari game (tests use it)."""
     torch.manual_seed(args.seed + rank)
     torch.set_num_threads(1)  # one intra-op thread per worker: N workers share the cores, not N x cores
+    threadpool_limits(1)  # the same for NumPy's BLAS, which runs the LSTM while acting (model.Rollout)
 
     if make_env is None:
         env = create_atari_env(args.env_name, life_loss=args.life_loss, fire_reset=args.fire_reset)

@@ -96,8 +96,8 @@ def force_actions(monkeypatch, actions):
         check(probs)
         return torch.tensor([[next(forced)]])
 
-    def sample_action(logit):
-        check(torch.softmax(logit, dim=-1))
+    def sample_action(logits):
+        check(torch.softmax(torch.from_numpy(logits), dim=-1).unsqueeze(0))
         return next(forced)
 
     monkeypatch.setattr(torch.Tensor, "multinomial", multinomial, raising=False)
@@ -118,14 +118,14 @@ def run_fast(model, rec, args, monkeypatch):
     game = ReplayGame(rec)
     traj = train.play_rollout(model, game, NUM_STEPS)
     monkeypatch.undo()
-    # play_rollout recorded what was played: the frames (with the bootstrap one unless done),
-    # actions, rewards, the end, and the LSTM state the rollout started from.
+    # play_rollout kept what was played: the frames (and the bootstrap one unless done), actions,
+    # rewards, the end, and the LSTM state the rollout started from.
     assert traj.actions == rec.actions and traj.rewards == rec.rewards and traj.done == rec.done
     expected_frames = rec.frames if not rec.done else rec.frames[:-1]
-    assert len(traj.frames) == len(expected_frames)
-    assert all(a is b for a, b in zip(traj.frames, expected_frames))
-    torch.testing.assert_close(traj.hx, rec.hx, rtol=0, atol=0)
-    torch.testing.assert_close(traj.cx, rec.cx, rtol=0, atol=0)
+    assert len(traj.rollout.frames) == len(expected_frames)
+    assert all(torch.equal(a[0], b) for a, b in zip(traj.rollout.frames, expected_frames))
+    torch.testing.assert_close(torch.from_numpy(traj.rollout.hx[0]), rec.hx[0], rtol=0, atol=0)
+    torch.testing.assert_close(torch.from_numpy(traj.rollout.cx[0]), rec.cx[0], rtol=0, atol=0)
     return loss_and_grads(model, *train.evaluate_trajectory(model, traj), args), game
 
 
@@ -172,15 +172,17 @@ def test_the_comparison_would_catch_a_wrong_bootstrap_or_lstm_state(monkeypatch)
     policy_c, value_c, R_c, _ = classic
     assert abs(R_c) > 1e-2  # a bootstrap value that is really used
 
-    traj = train.Trajectory(list(rec.frames), rec.actions, rec.rewards, False, rec.hx, rec.cx)
-    values, log_probs, entropies, rewards, R = train.evaluate_trajectory(model, traj)
+    fast, _ = run_fast(model, rec, args, monkeypatch)
     # Bug 1: no bootstrap (R = 0 although the episode goes on).
+    force_actions(monkeypatch, rec.actions)
+    traj = train.play_rollout(model, ReplayGame(rec), NUM_STEPS)
+    monkeypatch.undo()
+    values, log_probs, entropies, rewards, _ = train.evaluate_trajectory(model, traj)
     _, value_wrong, _, _ = loss_and_grads(model, values, log_probs, entropies, rewards, 0.0, args)
     assert abs(value_wrong - value_c) > 1e-3
     # Bug 2: the rollout started from a zero LSTM state instead of the carried one.
-    traj_zero = train.Trajectory(list(rec.frames), rec.actions, rec.rewards, False,
-                                 torch.zeros(1, 256), torch.zeros(1, 256))
-    policy_wrong, value_wrong, _, _ = loss_and_grads(model, *train.evaluate_trajectory(model, traj_zero), args)
+    zero_state = Recording(rec.frames, rec.actions, rec.rewards, rec.done, torch.zeros(1, 256), torch.zeros(1, 256))
+    policy_wrong, value_wrong, _, _ = run_fast(model, zero_state, args, monkeypatch)[0]
     assert abs(policy_wrong - policy_c) > 1e-3 and abs(value_wrong - value_c) > 1e-3
 
 
@@ -230,4 +232,4 @@ def test_sample_action_draws_what_multinomial_draws():
     torch.manual_seed(7)
     expected = [torch.softmax(logit, dim=-1).multinomial(num_samples=1).item() for logit in logits]
     torch.manual_seed(7)
-    assert [train.sample_action(logit) for logit in logits] == expected
+    assert [train.sample_action(logit[0].numpy()) for logit in logits] == expected

@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from model import ActorCritic
+from model import ActorCritic, Rollout
 
 
 def test_forward_shapes_for_a_batch():
@@ -14,19 +15,24 @@ def test_forward_shapes_for_a_batch():
     assert hx.shape == cx.shape == (5, 256)
 
 
-def test_forward_sequence_matches_step_by_step():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_rollout_acts_as_forward_step_by_step(memory_format):
+    """Rollout.act (the workers' fast path) computes what forward() computes, step after step."""
     torch.manual_seed(0)
-    model = ActorCritic(1, 4)
+    model = ActorCritic(1, 4).to(memory_format=memory_format)
     frames = torch.randn(7, 1, 42, 42)
     hx, cx = torch.randn(1, 256), torch.randn(1, 256)
-    values, logits, (hx_seq, cx_seq) = model.forward_sequence(frames, hx, cx)
-    assert values.shape == (7, 1) and logits.shape == (7, 4)
+    rollout = Rollout(model, 7, hx, cx)
     for t in range(7):
-        value, logit, (hx, cx) = model((frames[t : t + 1], (hx, cx)))
-        torch.testing.assert_close(values[t], value[0])
-        torch.testing.assert_close(logits[t], logit[0])
-    torch.testing.assert_close(hx_seq, hx)
-    torch.testing.assert_close(cx_seq, cx)
+        logits = rollout.act(frames[t])
+        with torch.no_grad():
+            value, logit, (hx, cx) = model((frames[t : t + 1], (hx, cx)))
+        torch.testing.assert_close(torch.from_numpy(logits), logit[0])
+        torch.testing.assert_close(torch.tensor(rollout.value()), value[0, 0])
+        h, c = rollout.lstm_state(t + 1)
+        torch.testing.assert_close(h, hx)
+        torch.testing.assert_close(c, cx)
+    assert rollout.steps == 7
 
 
 def test_flattened_conv_features_are_288():

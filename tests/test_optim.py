@@ -29,6 +29,22 @@ def test_matches_torch_adam_over_20_steps():
     assert shared_adam.state[shared[0]]["step"].item() == 20
 
 
+def test_a_gradient_laid_out_unlike_its_parameter_is_applied_element_by_element():
+    """Workers hand channels-last gradients (their local model's layout) to contiguous shared
+    parameters; the update must be Adam's for each element, as with plain torch.optim.Adam."""
+    torch.manual_seed(0)
+    reference = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
+    shared = torch.nn.Parameter(reference.detach().clone())
+    adam = torch.optim.Adam([reference], lr=0.1)
+    shared_adam = SharedAdam([shared], lr=0.1).share_memory()
+    for grad in _grad_sequence(3, [reference.shape]):
+        reference.grad = grad[0].clone()
+        shared.grad = grad[0].contiguous(memory_format=torch.channels_last)
+        adam.step()
+        shared_adam.step()
+    torch.testing.assert_close(shared, reference, atol=1e-6, rtol=0)
+
+
 def _child_step(param, optimizer):
     param.grad = torch.ones_like(param)
     optimizer.step()
