@@ -88,15 +88,6 @@ class ActorCritic(nn.Module):
 # course's; tests/test_equivalence.py compares them with the classic per-step autograd loop.
 
 
-def sigmoid_(x: np.ndarray) -> np.ndarray:
-    """In place: 1 / (1 + e^-x), written as (1 + tanh(x / 2)) / 2, which no exponential overflows."""
-    x *= 0.5
-    np.tanh(x, out=x)
-    x += 1.0
-    x *= 0.5
-    return x
-
-
 class Rollout:
     """Acts with a model one frame at a time and keeps what each step computed for the backward pass.
 
@@ -123,6 +114,9 @@ class Rollout:
         self.bias = (lstm.bias_ih + lstm.bias_hh).detach().numpy()
         self.w_actor, self.b_actor = (p.detach().numpy() for p in model.actor_linear.parameters())
         self.w_critic, self.b_critic = (p.detach().numpy() for p in model.critic_linear.parameters())
+        # Per gate (i, f, g, o): the scale and shift that turn tanh into sigmoid for i, f and o (see act).
+        self.gate_scale = np.repeat(np.float32([0.5, 0.5, 1.0, 0.5]), lstm.hidden_size)
+        self.gate_shift = np.repeat(np.float32([0.5, 0.5, 0.0, 0.5]), lstm.hidden_size)
 
     @torch.inference_mode()
     def act(self, frame: torch.Tensor) -> np.ndarray:
@@ -139,10 +133,13 @@ class Rollout:
         np.matmul(self.w_ih, self.features[t], out=gates)
         gates += self.w_hh @ self.hx[t]
         gates += self.bias
+        # Squash them, sigmoid for i, f, o and tanh for g, with one tanh over all four:
+        # sigmoid(z) = 0.5 * tanh(0.5 * z) + 0.5 (which no large |z| overflows), tanh(z) = 1 * tanh(1 * z) + 0.
+        gates *= self.gate_scale
+        np.tanh(gates, out=gates)
+        gates *= self.gate_scale
+        gates += self.gate_shift
         i, f, g, o = gates.reshape(4, -1)  # views
-        sigmoid_(gates[: 2 * len(i)])  # i and f, side by side
-        np.tanh(g, out=g)
-        sigmoid_(o)
         c = self.cx[t + 1]
         np.multiply(f, self.cx[t], out=c)  # c_t = f * c_{t-1} + i * g
         c += i * g

@@ -99,13 +99,14 @@ class Trajectory:
     R: float  # the bootstrap value V(s_T), 0 if the episode ended
 
 
-def sample_action(logits: np.ndarray) -> int:
+def sample_action(logits: np.ndarray, noise: torch.Tensor) -> int:
     """Draw a ~ pi(.|s) = softmax(logits) for one state, exactly as probs.multinomial(num_samples=1)
     in the classic loop: for one sample PyTorch's multinomial computes argmax(p / q), q ~ Exp(1)
     (the Gumbel-max trick). Written out it draws the same random numbers from torch's generator, so a
-    seed plays the same actions in both loops. (argmax ignores softmax's normalisation: skipped.)"""
+    seed plays the same actions in both loops. `noise` is a buffer for q, one entry per action;
+    argmax ignores softmax's normalisation, which is skipped."""
     probs = np.exp(logits - logits.max())
-    return int(np.argmax(probs / torch.empty(len(probs)).exponential_().numpy()))
+    return int((probs / noise.exponential_().numpy()).argmax())
 
 
 def play_rollout(model, game: Game, num_steps: int) -> Trajectory:
@@ -114,8 +115,9 @@ def play_rollout(model, game: Game, num_steps: int) -> Trajectory:
     game.start_rollout()
     rollout = Rollout(model, num_steps, game.hx, game.cx)
     actions, rewards, done = [], [], False
+    noise = torch.empty(model.actor_linear.out_features)
     while len(actions) < num_steps and not done:
-        action = sample_action(rollout.act(game.state))  # a ~ pi(.|s)
+        action = sample_action(rollout.act(game.state), noise)  # a ~ pi(.|s)
         reward, done = game.step(action)
         actions.append(action)
         rewards.append(reward)

@@ -96,7 +96,7 @@ def force_actions(monkeypatch, actions):
         check(probs)
         return torch.tensor([[next(forced)]])
 
-    def sample_action(logits):
+    def sample_action(logits, noise):
         check(torch.softmax(torch.from_numpy(logits), dim=-1).unsqueeze(0))
         return next(forced)
 
@@ -232,4 +232,5 @@ def test_sample_action_draws_what_multinomial_draws():
     torch.manual_seed(7)
     expected = [torch.softmax(logit, dim=-1).multinomial(num_samples=1).item() for logit in logits]
     torch.manual_seed(7)
-    assert [train.sample_action(logit[0].numpy()) for logit in logits] == expected
+    noise = torch.empty(NUM_ACTIONS)
+    assert [train.sample_action(logit[0].numpy(), noise) for logit in logits] == expected
