@@ -1,4 +1,7 @@
-"""The A3C network of the course: four conv layers, an LSTM cell, an actor head and a critic head."""
+"""The A3C network of the course: four conv layers, an LSTM cell, an actor head and a critic head.
+
+Below it, the workers' fast path: Rollout acts one frame at a time and keeps the activations, and
+replay learns from them with a backward pass written out (no second forward pass)."""
 
 import numpy as np
 import torch
@@ -94,7 +97,7 @@ class Rollout:
     Row t of the arrays belongs to step t (the frame s_t); hx[t] and cx[t] hold the LSTM state the step
     starts from, so hx[t + 1] is h_t. The LSTM runs in NumPy on views of the model's own weights: a
     step multiplies 1 MB matrices by vectors, which is memory-bound, and NumPy's BLAS (OpenBLAS) does
-    that in less than half the time of PyTorch's CPU build (MKL), measured on AMD processors."""
+    that in about half the time of PyTorch's CPU build (MKL), measured on an AMD EPYC processor."""
 
     def __init__(self, model: "ActorCritic", num_steps: int, hx: torch.Tensor, cx: torch.Tensor):
         self.model = model
@@ -212,6 +215,7 @@ def lstm_backward(r: Rollout, steps: int, grad_hidden: np.ndarray):
 
 
 def suggested_layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last if x is laid out so (as the workers' activations are), else the default layout."""
     return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
