@@ -43,7 +43,8 @@ def ensure_shared_grads(model, shared_model):
 def copy_weights(source, target):
     """target's parameters := source's, in place (the two models have the same architecture)."""
     with torch.no_grad():
-        torch._foreach_copy_(list(target.parameters()), list(source.parameters()))
+        for param, source_param in zip(target.parameters(), source.parameters()):
+            param.copy_(source_param)
 
 
 class Game:
