@@ -214,18 +214,13 @@ def lstm_backward(r: Rollout, steps: int, grad_hidden: np.ndarray):
     return [torch.from_numpy(grad) for grad in grads], grad_gates @ r.w_ih
 
 
-def suggested_layout(x: torch.Tensor) -> torch.memory_format:
-    """channels_last if x is laid out so (as the workers' activations are), else the default layout."""
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-
-
 def conv_backward(r: Rollout, steps: int, grad_features: torch.Tensor) -> list[torch.Tensor]:
     """Backpropagation through the four conv + ELU layers for all steps at once, from dL/dx_t.
     Returns the gradients of (conv1.weight, conv1.bias, ..., conv4.bias)."""
     inputs = [torch.cat(r.frames[:steps])] + [torch.cat(outputs[:steps]) for outputs in r.conv_outputs]
     # The gradients take the activations' memory layout (channels-last in the workers): with mixed
     # layouts every operator below would first reorder its inputs, at several times the cost.
-    grad = grad_features.view(inputs[-1].shape).contiguous(memory_format=suggested_layout(inputs[-1]))
+    grad = torch.empty_like(inputs[-1]).copy_(grad_features.view(inputs[-1].shape))
     grads = []
     for k in reversed(range(4)):
         conv, x, y = r.model.convs[k], inputs[k], inputs[k + 1]

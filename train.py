@@ -24,7 +24,7 @@ def keep_freed_memory() -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
-        return  # not glibc (macOS, Windows, musl): their allocators keep such blocks anyway, or we let them be
+        return  # not glibc (macOS, Windows, musl): the allocator is left as it is
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers, from glibc's malloc.h
     libc.mallopt(m_mmap_threshold, 64 << 20)  # blocks up to 64 MB come from the heap...
     libc.mallopt(m_trim_threshold, 256 << 20)  # ...which keeps up to 256 MB free for reuse

@@ -113,11 +113,17 @@ def run_classic(model, rec, args, monkeypatch):
     return loss_and_grads(model, *out, args), game
 
 
-def run_fast(model, rec, args, monkeypatch):
+def play_fast(model, rec, monkeypatch):
+    """The fast path's rollout of the recording: (trajectory, game)."""
     force_actions(monkeypatch, rec.actions)
     game = ReplayGame(rec)
     traj = train.play_rollout(model, game, NUM_STEPS)
     monkeypatch.undo()
+    return traj, game
+
+
+def run_fast(model, rec, args, monkeypatch):
+    traj, game = play_fast(model, rec, monkeypatch)
     # play_rollout kept what was played: the frames (and the bootstrap one unless done), actions,
     # rewards, the end, and the LSTM state the rollout started from.
     assert traj.actions == rec.actions and traj.rewards == rec.rewards and traj.done == rec.done
@@ -172,11 +178,8 @@ def test_the_comparison_would_catch_a_wrong_bootstrap_or_lstm_state(monkeypatch)
     policy_c, value_c, R_c, _ = classic
     assert abs(R_c) > 1e-2  # a bootstrap value that is really used
 
-    fast, _ = run_fast(model, rec, args, monkeypatch)
     # Bug 1: no bootstrap (R = 0 although the episode goes on).
-    force_actions(monkeypatch, rec.actions)
-    traj = train.play_rollout(model, ReplayGame(rec), NUM_STEPS)
-    monkeypatch.undo()
+    traj, _ = play_fast(model, rec, monkeypatch)
     values, log_probs, entropies, rewards, _ = train.evaluate_trajectory(model, traj)
     _, value_wrong, _, _ = loss_and_grads(model, values, log_probs, entropies, rewards, 0.0, args)
     assert abs(value_wrong - value_c) > 1e-3
