@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import my_optim
-from catch import Catch
+from catch import Catch, make_catch
 from helpers import greedy_return, run_workers
 from model import ActorCritic, Rollout
 from train import Trajectory, a3c_loss, evaluate_trajectory, train, update_shared_model
@@ -126,23 +126,41 @@ def _always_nan_env(args):
 
 def test_workers_learn_catch_from_chance(args):
     """End to end: real ActorCritic, SharedAdam and two `train` processes. Random play scores about
-    -0.73 on Catch; a broken gradient, optimizer or GAE stays near it.
-
-    Hogwild runs are not reproducible (the workers interleave as the OS schedules them), and about one
-    run in eight collapses early to a policy that never catches: a fresh run gets up to three tries.
-    Each learns in 40k steps (typically to 0.9-1.0); a broken update fails all three."""
-    args.lr, args.max_steps = 1e-3, 40_000
+    -0.73 on Catch; two workers reach 0.84-1.0 after 20k steps (escaping uniform play within 4k-10k,
+    measured with and without another process loading the cores). A broken gradient, optimizer or
+    GAE stays near chance. One run, one seed: Catch has no plateau whose length would decide the
+    outcome (see tests/catch.py)."""
+    args.lr, args.max_steps = 1e-3, 20_000
     assert greedy_return(ActorCritic(1, 3)) < -0.3
-    scores = []
-    for attempt in range(3):
-        args.seed = 1 + 100 * attempt
-        shared_model, _, steps, exitcodes = run_workers(args, 2)
-        assert exitcodes == [0, 0]
-        assert steps >= 40_000
-        scores.append(greedy_return(shared_model))
-        if scores[-1] > 0.3:
-            return
-    pytest.fail(f"greedy returns after 40k steps: {scores}; chance is about -0.73")
+    shared_model, _, steps, exitcodes = run_workers(args, 2)
+    assert exitcodes == [0, 0]
+    assert steps >= 20_000
+    score = greedy_return(shared_model)
+    assert score > 0.5, f"greedy return after 20k steps: {score}; chance is about -0.73"
+
+
+def test_rewards_are_clipped_for_learning_but_recorded_raw(args, monkeypatch):
+    """A game scoring +-5 per dot: the A3C loss sees rewards in [-1, 1], progress.csv the raw score."""
+    import train as train_module
+
+    args.max_steps, args.reward_scale = 300, 5.0
+    seen = []
+    a3c_loss_of_the_worker = train_module.a3c_loss
+
+    def recording_a3c_loss(values, log_probs, entropies, rewards, R, loss_args):
+        seen.extend(rewards)
+        return a3c_loss_of_the_worker(values, log_probs, entropies, rewards, R, loss_args)
+
+    monkeypatch.setattr(train_module, "a3c_loss", recording_a3c_loss)
+    events = queue.Queue()
+    shared_model = ActorCritic(1, 3)
+    optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
+    train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer, make_env=make_catch, events=events)
+    assert len(seen) >= 300
+    assert set(seen) <= {-1.0, 0.0, 1.0} and {-1.0, 1.0} & set(seen)  # every dot ends in a clipped +-1
+    game_returns = [event[3] for event in events.queue if event[0] == "train"]
+    assert len(game_returns) >= 300 // 6 - 1
+    assert set(game_returns) <= {-5.0, 5.0}  # one dot per game, its raw score
 
 
 def test_workers_run_under_spawn(args):
