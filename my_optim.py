@@ -1,27 +1,22 @@
-"""SharedAdam: Adam whose statistics live in shared memory, so all workers update one set of them."""
+"""SharedAdam: Adam whose statistics live in shared memory, so every worker updates one set of them."""
+
+import math
 
 import torch
+import torch.optim as optim
 
 
-class SharedAdam(torch.optim.Adam):
-    """torch.optim.Adam with its state created up front and moved to shared memory.
-
-    Every worker process steps the same `step`, `exp_avg` and `exp_avg_sq` tensors (Hogwild: no lock).
-    The step counter is a shared tensor too: a per-process counter would give each worker its own,
-    wrong, bias correction.
-
-    The update is Adam's, computed by PyTorch's fused kernel (one pass over each parameter instead of
-    a dozen tensor operations; several times faster for this model):
-        m = beta1 * m + (1 - beta1) * g            v = beta2 * v + (1 - beta2) * g^2
-        p -= lr / (1 - beta1^step) * m / (sqrt(v / (1 - beta2^step)) + eps)
-    """
+class SharedAdam(optim.Adam):
+    """Implements Adam with its state created up front and moved to shared memory by share_memory().
+    The step counter is shared too: one per process would give each worker a wrong bias correction."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=True)
+        super().__init__(params, lr, betas, eps, weight_decay)
+
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
-                state["step"] = torch.zeros((), dtype=torch.float32)  # the fused kernel's step type
+                state["step"] = torch.zeros(1)
                 state["exp_avg"] = torch.zeros_like(p.data)
                 state["exp_avg_sq"] = torch.zeros_like(p.data)
 
@@ -36,11 +31,37 @@ class SharedAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        # The fused kernel walks each parameter, its gradient and its statistics in memory order, so
-        # all must share one layout. A worker's local model keeps its conv weights channels-last
-        # (faster convolutions), which would otherwise apply each gradient to the wrong elements.
+        """One Adam step of every parameter that has a gradient, without a lock (Hogwild).
+        closure: optional; recomputes the loss and returns it."""
+        loss = None
+        if closure is not None:
+            loss = closure()
+
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and p.grad.stride() != p.stride():
-                    p.grad = torch.empty_like(p).copy_(p.grad)
-        return super().step(closure)
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                state = self.state[p]
+
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                beta1, beta2 = group["betas"]
+
+                state["step"] += 1
+
+                if group["weight_decay"] != 0:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+
+                # The running averages of the gradient and of its square
+                exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+
+                denom = exp_avg_sq.sqrt().add_(group["eps"])
+
+                bias_correction1 = 1 - beta1 ** state["step"].item()
+                bias_correction2 = 1 - beta2 ** state["step"].item()
+                step_size = group["lr"] * math.sqrt(bias_correction2) / bias_correction1
+
+                p.addcdiv_(exp_avg, denom, value=-step_size)
+
+        return loss

@@ -34,11 +34,11 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-import my_optim  # noqa: E402
+from a3c_extras.cli import number  # noqa: E402
+from a3c_extras.supervision import WorkerLink  # noqa: E402
 from envs import create_atari_env  # noqa: E402
-from main import number  # noqa: E402
 from main import parse_args as parse_training_args  # noqa: E402
-from model import ActorCritic  # noqa: E402
+from main import shared_model_and_optimizer  # noqa: E402
 from train import train  # noqa: E402
 
 ENV_NAME = "BreakoutDeterministic-v4"
@@ -109,13 +109,10 @@ def start_processes(kind: str, workers: int, num_steps: int):
                                     "--rollout", "fast" if kind == "train" else "classic"])
         torch.manual_seed(args.seed)
         env = create_atari_env(args.env_name)
-        shared_model = ActorCritic(env.observation_space.shape[0], env.action_space.n)
+        shared_model, optimizer = shared_model_and_optimizer(args, env)
         env.close()
-        shared_model.share_memory()
-        optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
-        optimizer.share_memory()
-        targets = [(train, (rank, args, shared_model, counter, lock, optimizer), {"stop_event": stop_event})
-                   for rank in range(workers)]
+        targets = [(train, (rank, args, shared_model, counter, lock, optimizer),
+                    {"link": WorkerLink(stop_event=stop_event)}) for rank in range(workers)]
     processes = []
     for target, args, kwargs in targets:
         p = mp.Process(target=target, args=args, kwargs=kwargs, daemon=True)

@@ -4,24 +4,21 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-import my_optim
+import main
+from a3c_extras.evaluation import play_episode
+from a3c_extras.supervision import WorkerLink
 from catch import Catch, make_catch
-from model import ActorCritic
-from test import play_episode
 from train import train
 
 
 def run_workers(args, num_workers: int, start_method: str = "fork", make_env=make_catch):
     """Train a fresh shared model on Catch with real `train` workers until args.max_steps."""
     torch.manual_seed(args.seed)
-    shared_model = ActorCritic(1, 3)
-    shared_model.share_memory()
-    optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
-    optimizer.share_memory()
+    shared_model, optimizer = main.shared_model_and_optimizer(args, Catch())
     ctx = mp.get_context(start_method)
     counter, lock = ctx.Value("q", 0), ctx.Lock()
     workers = [ctx.Process(target=train, args=(rank, args, shared_model, counter, lock, optimizer),
-                           kwargs={"make_env": make_env}) for rank in range(num_workers)]
+                           kwargs={"link": WorkerLink(make_env=make_env)}) for rank in range(num_workers)]
     for p in workers:
         p.start()
     for p in workers:

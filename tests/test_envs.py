@@ -6,12 +6,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from a3c_extras.atari import UnknownEnvError, resolve_env_id
 from conftest import ROOT
-from envs import NormalizedEnv, UnknownEnvError, _process_frame42, create_atari_env, resolve_env_id
+from envs import NormalizedEnv, _process_frame42, create_atari_env
 
 
-def test_processed_frame_shape_dtype_and_range():
-    env = create_atari_env("ALE/Breakout-v5")
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "course"])
+def test_processed_frame_shape_dtype_and_range(fast):
+    env = create_atari_env("ALE/Breakout-v5", fast=fast)
     raw_env = env.env  # before normalisation
     obs, _ = raw_env.reset(seed=0)
     assert obs.shape == (1, 42, 42) and obs.dtype == np.float32

@@ -13,10 +13,13 @@ import time
 import psutil
 import pytest
 import torch
+from gymnasium.spaces import Discrete
 
 import main
-from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from a3c_extras import supervision
+from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint, save_checkpoint
 from conftest import ROOT
+from envs import create_atari_env
 from model import ActorCritic
 
 FAST = ["--num-processes", "2", "--eval-interval", "1", "--record-every", "0", "--status-interval", "2"]
@@ -117,7 +120,8 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
     # What the main process holds after resuming equals what was saved.
     args = main.parse_args(["--resume", str(tmp_path), "--max-steps", "2000"])
     assert args.num_processes == 2 and args.record_every == 0  # the saved run's settings are the defaults
-    run = main.Run(args)
+    shared_model, optimizer = main.shared_model_and_optimizer(args, create_atari_env(args.env_name))
+    run = supervision.Run(args, shared_model, optimizer)
     assert run.counter.value == saved["counter"]
     for key, value in run.shared_model.state_dict().items():
         assert torch.equal(value, saved["model"][key])
@@ -125,7 +129,10 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
     for index, moments in saved["optimizer"]["state"].items():
         for name in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(state[index][name], moments[name])
+    assert all(moments["exp_avg"].is_shared() for moments in optimizer.state.values())  # still shared once loaded
     run.log.close()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Run took them for its clean stop
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
 
     second = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "2000"],
                             cwd=ROOT, capture_output=True, text=True, timeout=180)
@@ -171,9 +178,8 @@ def test_a_killed_worker_stops_the_run_with_its_name(tmp_path):
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
-def _checkpoint_payload(num_actions=4):
-    return {"model": ActorCritic(1, num_actions).state_dict(), "optimizer": None, "counter": 7, "elapsed": 1.0,
-            "best_reward": None, "args": vars(main.parse_args([]))}
+def _checkpoint_payload(num_actions=4, counter=7):
+    return checkpoint(ActorCritic(1, Discrete(num_actions)), None, counter, 1.0, None, main.parse_args([]))
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
@@ -186,7 +192,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {**_checkpoint_payload(), "counter": 8})
+        save_checkpoint(path, _checkpoint_payload(counter=8))
     assert load_checkpoint(path)["counter"] == 7
 
 
@@ -198,7 +204,7 @@ def _bad_checkpoints(tmp_path):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     foreign = tmp_path / "foreign.pt"
-    torch.save(ActorCritic(1, 4).state_dict(), foreign)  # a bare state_dict, not a checkpoint
+    torch.save(ActorCritic(1, Discrete(4)).state_dict(), foreign)  # a bare state_dict, not a checkpoint
     pong = tmp_path / "pong.pt"
     save_checkpoint(pong, _checkpoint_payload(num_actions=6))
     return {"missing": tmp_path / "missing.pt", "corrupt": corrupt, "truncated": truncated,

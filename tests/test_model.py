@@ -1,13 +1,18 @@
+import copy
 import math
 
 import pytest
 import torch
+from gymnasium.spaces import Discrete
 
-from model import ActorCritic, Rollout
+from a3c_extras.fast_rollout import Rollout
+from model import ActorCritic
+
+FOUR = Discrete(4)  # Breakout's action space
 
 
 def test_forward_shapes_for_a_batch():
-    model = ActorCritic(1, 4)
+    model = ActorCritic(1, FOUR)
     hx, cx = torch.zeros(5, 256), torch.zeros(5, 256)
     value, logits, (hx, cx) = model((torch.randn(5, 1, 42, 42), (hx, cx)))
     assert value.shape == (5, 1)
@@ -19,14 +24,16 @@ def test_forward_shapes_for_a_batch():
 def test_rollout_acts_as_forward_step_by_step(memory_format):
     """Rollout.act (the workers' fast path) computes what forward() computes, step after step."""
     torch.manual_seed(0)
-    model = ActorCritic(1, 4).to(memory_format=memory_format)
+    model = ActorCritic(1, FOUR)
+    reference = copy.deepcopy(model)  # forward as the course wrote it (its view needs contiguous tensors)
+    model = model.to(memory_format=memory_format)
     frames = torch.randn(7, 1, 42, 42)
     hx, cx = torch.randn(1, 256), torch.randn(1, 256)
     rollout = Rollout(model, 7, hx, cx)
     for t in range(7):
         logits = rollout.act(frames[t])
         with torch.no_grad():
-            value, logit, (hx, cx) = model((frames[t : t + 1], (hx, cx)))
+            value, logit, (hx, cx) = reference((frames[t : t + 1], (hx, cx)))
         torch.testing.assert_close(torch.from_numpy(logits), logit[0])
         torch.testing.assert_close(torch.tensor(rollout.value()), value[0, 0])
         h, c = rollout.lstm_state(t + 1)
@@ -36,14 +43,17 @@ def test_rollout_acts_as_forward_step_by_step(memory_format):
 
 
 def test_flattened_conv_features_are_288():
-    model = ActorCritic(1, 4)
-    assert model.features(torch.zeros(2, 1, 42, 42)).shape == (2, 32 * 3 * 3)
+    model = ActorCritic(1, FOUR)
+    x = torch.zeros(2, 1, 42, 42)
+    for conv in (model.conv1, model.conv2, model.conv3, model.conv4):
+        x = conv(x)
+    assert x.shape == (2, 32, 3, 3)
     assert model.lstm.input_size == 288 and model.lstm.hidden_size == 256
 
 
 def test_glorot_bounds_and_zero_biases():
     torch.manual_seed(1)
-    model = ActorCritic(1, 4)
+    model = ActorCritic(1, FOUR)
     for name in ["conv1", "conv2", "conv3", "conv4"]:
         conv = getattr(model, name)
         out_ch, in_ch, kh, kw = conv.weight.shape
@@ -57,18 +67,18 @@ def test_glorot_bounds_and_zero_biases():
 
 
 def test_actor_and_critic_rows_have_normalized_norms():
-    model = ActorCritic(1, 4)
+    model = ActorCritic(1, FOUR)
     torch.testing.assert_close(model.actor_linear.weight.norm(dim=1), torch.full((4,), 0.01))
     torch.testing.assert_close(model.critic_linear.weight.norm(dim=1), torch.full((1,), 1.0))
 
 
 def test_initial_policy_is_near_uniform():
-    model = ActorCritic(1, 4)
+    model = ActorCritic(1, FOUR)
     _, logits, _ = model((torch.randn(3, 1, 42, 42), (torch.zeros(3, 256), torch.zeros(3, 256))))
     probs = torch.softmax(logits, dim=-1)
     assert torch.allclose(probs, torch.full_like(probs, 0.25), atol=0.01)
 
 
 def test_course_attribute_names():
-    names = {k.split(".")[0] for k in ActorCritic(1, 4).state_dict()}
+    names = {k.split(".")[0] for k in ActorCritic(1, FOUR).state_dict()}
     assert names == {"conv1", "conv2", "conv3", "conv4", "lstm", "critic_linear", "actor_linear"}

@@ -2,6 +2,7 @@ import multiprocessing
 
 import torch
 
+from a3c_extras.fast_adam import fused_adam_step
 from my_optim import SharedAdam
 
 
@@ -29,19 +30,38 @@ def test_matches_torch_adam_over_20_steps():
     assert shared_adam.state[shared[0]]["step"].item() == 20
 
 
+def test_fused_step_updates_as_the_course_step_does():
+    """fused_adam_step (the fast path's) and SharedAdam.step (the course's, written out) move the weights
+    and the shared statistics alike, over 20 steps."""
+    torch.manual_seed(0)
+    course = [torch.nn.Parameter(torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.randn(5))]
+    fused = [torch.nn.Parameter(p.detach().clone()) for p in course]
+    course_adam, fused_adam = SharedAdam(course, lr=0.01).share_memory(), SharedAdam(fused, lr=0.01).share_memory()
+    for grads in _grad_sequence(20, [p.shape for p in course]):
+        for p, q, g in zip(course, fused, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        course_adam.step()
+        fused_adam_step(fused_adam)
+    for p, q in zip(course, fused):
+        torch.testing.assert_close(q, p, atol=1e-6, rtol=0)
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(fused_adam.state[q][name], course_adam.state[p][name], atol=1e-7, rtol=1e-6)
+        assert fused_adam.state[q]["exp_avg"].is_shared()
+
+
 def test_a_gradient_laid_out_unlike_its_parameter_is_applied_element_by_element():
     """Workers hand channels-last gradients (their local model's layout) to contiguous shared
-    parameters; the update must be Adam's for each element, as with plain torch.optim.Adam."""
+    parameters; the fused update must be Adam's for each element, as the course's step is."""
     torch.manual_seed(0)
     reference = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
     shared = torch.nn.Parameter(reference.detach().clone())
-    adam = torch.optim.Adam([reference], lr=0.1)
+    adam = SharedAdam([reference], lr=0.1)
     shared_adam = SharedAdam([shared], lr=0.1).share_memory()
     for grad in _grad_sequence(3, [reference.shape]):
         reference.grad = grad[0].clone()
         shared.grad = grad[0].contiguous(memory_format=torch.channels_last)
         adam.step()
-        shared_adam.step()
+        fused_adam_step(shared_adam)
     torch.testing.assert_close(shared, reference, atol=1e-6, rtol=0)
 
 

@@ -6,20 +6,20 @@ import sys
 
 import torch
 
+from a3c_extras.evaluation import play_episode
 from conftest import ROOT
 from envs import create_atari_env
 from model import ActorCritic
-from test import play_episode
 
 PRETRAINED = ROOT / "pretrained" / "breakout.pt"
 
 
 def test_shipped_checkpoint_loads_with_weights_only_and_plays():
     data = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
-    model = ActorCritic(1, 4)
+    env = create_atari_env(data["args"]["env_name"], fire_reset=data["args"]["fire_reset"])
+    model = ActorCritic(env.observation_space.shape[0], env.action_space)
     model.load_state_dict(data["model"])
     model.eval()
-    env = create_atari_env(data["args"]["env_name"], fire_reset=data["args"]["fire_reset"])
     env.reset(seed=0)
     reward, length = play_episode(env, model, 2000)
     assert length > 0 and reward >= 0

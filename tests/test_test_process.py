@@ -3,19 +3,21 @@ import threading
 from types import SimpleNamespace
 
 import torch
+from gymnasium.spaces import Discrete
 
-import test as evaluation
+import test as test_process  # the project's test.py, not Python's own test package
+from a3c_extras.supervision import WorkerLink
 from model import ActorCritic
 
 
 def test_evaluation_never_changes_the_shared_weights(args):
     args.eval_interval, args.record_every = 0, 0
-    shared_model = ActorCritic(1, 4)
+    shared_model = ActorCritic(1, Discrete(4))
     before = {k: v.clone() for k, v in shared_model.state_dict().items()}
     stop, events = threading.Event(), queue.Queue()
     counter = SimpleNamespace(value=0)
-    thread = threading.Thread(target=evaluation.test, args=(args.num_processes, args, shared_model, counter),
-                              kwargs={"stop_event": stop, "events": events})
+    thread = threading.Thread(target=test_process.test, args=(args.num_processes, args, shared_model, counter),
+                              kwargs={"link": WorkerLink("test", stop_event=stop, events=events)})
     thread.start()
     first = events.get(timeout=120)
     second = events.get(timeout=120)

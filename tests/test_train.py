@@ -1,15 +1,22 @@
-import copy
 import queue
 from types import SimpleNamespace
 
 import pytest
 import torch
+from gymnasium.spaces import Discrete
 
+import main
 import my_optim
+from a3c_extras import fast_worker
+from a3c_extras.fast_worker import a3c_loss
+from a3c_extras.supervision import WorkerLink
 from catch import Catch, make_catch
 from helpers import greedy_return, run_workers
-from model import ActorCritic, Rollout
-from train import Trajectory, a3c_loss, evaluate_trajectory, train, update_shared_model
+from model import ActorCritic
+from scripted import ScriptedGame, force_actions, run_train
+from train import train
+
+THREE = Discrete(3)  # Catch's actions
 
 LOSS_ARGS = SimpleNamespace(gamma=0.9, gae_lambda=0.8, entropy_coef=0.01)
 REWARDS = [1.0, 0.0, -1.0]
@@ -45,46 +52,28 @@ def test_a3c_loss_on_a_hand_computed_rollout(R, value_loss, policy_loss, value_g
     torch.testing.assert_close(entropies.grad, torch.full((3,), -0.01))
 
 
-def _trajectory(model, seed: int) -> Trajectory:
-    """Five steps played by `model` on random frames, bootstrapped from a sixth."""
-    g = torch.Generator().manual_seed(seed)
-    frames = [torch.randn(1, 42, 42, generator=g) for _ in range(6)]
-    rollout = Rollout(model, 5, torch.zeros(1, 256), torch.zeros(1, 256))
-    for frame in frames:
-        rollout.act(frame)
-    return Trajectory(rollout, [0, 1, 2, 1, 0], [0.0, 1.0, 0.0, -1.0, 0.0], False, rollout.value())
-
-
-def test_shared_gradient_is_the_latest_local_gradient(args):
-    """The PyTorch 2 pitfall: after several updates the shared .grad must equal this update's
-    gradient, not a sum of the old ones."""
-    torch.manual_seed(0)
-    shared_model = ActorCritic(1, 3)
-    shared_model.share_memory()
-    optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr).share_memory()
-    model = ActorCritic(1, 3)
-    for update in range(4):
-        model.load_state_dict(shared_model.state_dict())
-        # The expected gradient, from an independent copy of the local model.
-        reference = copy.deepcopy(model)
-        p_loss, v_loss = a3c_loss(*evaluate_trajectory(reference, _trajectory(reference, update)), args)
-        (p_loss + args.value_loss_coef * v_loss).backward()
-        torch.nn.utils.clip_grad_norm_(reference.parameters(), args.max_grad_norm)
-
-        p_loss, v_loss = a3c_loss(*evaluate_trajectory(model, _trajectory(model, update)), args)
-        assert update_shared_model(model, shared_model, optimizer, p_loss, v_loss, args)
-        for expected, shared in zip(reference.parameters(), shared_model.parameters()):
-            torch.testing.assert_close(shared.grad, expected.grad, atol=1e-6, rtol=1e-5)
+@pytest.mark.parametrize("rollout", ["classic", "fast"])
+def test_shared_gradient_is_the_latest_local_gradient(rollout, monkeypatch):
+    """The PyTorch 2 pitfall: the same episode played three times by unchanged weights must hand the
+    same gradient to the shared model each time, not the sum of the old ones (1x, 2x, 3x)."""
+    args = main.parse_args(["--max-grad-norm", "1e9"])  # no clipping: it would hide a 2x gradient
+    force_actions(monkeypatch, [0, 1, 2, 3, 1] * 12)
+    grads = run_train(args, rollout, ScriptedGame(length=20, repeat=True), updates=3)
+    assert len(grads) == 3
+    for later in grads[1:]:
+        for name, grad in grads[0].items():
+            assert grad.abs().max() > 0, name
+            torch.testing.assert_close(later[name], grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_non_finite_update_is_skipped_and_weights_stay_finite(args):
     args.max_steps, args.nan_reward_at = 400, 5
-    shared_model = ActorCritic(1, 3)
+    shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     before = [p.detach().clone() for p in shared_model.parameters()]
     events = queue.Queue()
     counter = SimpleNamespace(value=0)
-    train(0, args, shared_model, counter, _NoLock(), optimizer, make_env=_catch_env, events=events)
+    train(0, args, shared_model, counter, _NoLock(), optimizer, link=WorkerLink(events=events, make_env=_catch_env))
     kinds = [e[0] for e in list(events.queue)]
     assert kinds.count("nonfinite") == 1  # the one update with the NaN reward
     assert all(torch.isfinite(p).all() for p in shared_model.parameters())
@@ -95,10 +84,11 @@ def test_non_finite_update_is_skipped_and_weights_stay_finite(args):
 
 def test_many_non_finite_updates_in_a_row_stop_the_worker(args):
     args.max_steps, args.max_nonfinite = 10_000, 3
-    shared_model = ActorCritic(1, 3)
+    shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     with pytest.raises(FloatingPointError, match="3 updates in a row"):
-        train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer, make_env=_always_nan_env)
+        train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer,
+              link=WorkerLink(make_env=_always_nan_env))
     assert all(torch.isfinite(p).all() for p in shared_model.parameters())
 
 
@@ -132,7 +122,7 @@ def test_workers_learn_catch_from_chance(args):
     outcome (see tests/catch.py)."""
     args.lr, args.max_steps = 1e-3, 20_000
     torch.manual_seed(args.seed)
-    assert greedy_return(ActorCritic(1, 3)) < -0.3  # the model run_workers starts from (same seed) plays at chance
+    assert greedy_return(ActorCritic(1, THREE)) < -0.3  # the model run_workers starts from (same seed) plays at chance
     shared_model, _, steps, exitcodes = run_workers(args, 2)
     assert exitcodes == [0, 0]
     assert steps >= 20_000
@@ -142,21 +132,20 @@ def test_workers_learn_catch_from_chance(args):
 
 def test_rewards_are_clipped_for_learning_but_recorded_raw(args, monkeypatch):
     """A game scoring +-5 per dot: the A3C loss sees rewards in [-1, 1], progress.csv the raw score."""
-    import train as train_module
-
     args.max_steps, args.reward_scale = 300, 5.0
     seen = []
-    a3c_loss_of_the_worker = train_module.a3c_loss
+    a3c_loss_of_the_worker = fast_worker.a3c_loss
 
     def recording_a3c_loss(values, log_probs, entropies, rewards, R, loss_args):
         seen.extend(rewards)
         return a3c_loss_of_the_worker(values, log_probs, entropies, rewards, R, loss_args)
 
-    monkeypatch.setattr(train_module, "a3c_loss", recording_a3c_loss)
+    monkeypatch.setattr(fast_worker, "a3c_loss", recording_a3c_loss)
     events = queue.Queue()
-    shared_model = ActorCritic(1, 3)
+    shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
-    train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer, make_env=make_catch, events=events)
+    train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer,
+          link=WorkerLink(events=events, make_env=make_catch))
     assert len(seen) >= 300
     assert set(seen) <= {-1.0, 0.0, 1.0} and {-1.0, 1.0} & set(seen)  # every dot ends in a clipped +-1
     game_returns = [event[3] for event in events.queue if event[0] == "train"]

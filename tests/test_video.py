@@ -14,11 +14,13 @@ import av
 import numpy as np
 import pytest
 import torch
+from gymnasium.spaces import Discrete
 
 import main
-import test as evaluation  # the project's test.py, not Python's own test package
-import video
-from checkpoint import save_checkpoint
+from a3c_extras import videos as video
+from a3c_extras.checkpoints import checkpoint as checkpoint_of
+from a3c_extras.checkpoints import save_checkpoint
+from a3c_extras.evaluation import play_episode
 from envs import create_atari_env
 from model import ActorCritic
 
@@ -138,10 +140,10 @@ def test_a_real_breakout_episode_is_recorded_frame_for_frame(tmp_path):
     torch.manual_seed(0)
     env = create_atari_env("BreakoutDeterministic-v4", render_mode="rgb_array")
     env.reset(seed=0)
-    model = ActorCritic(1, 4)
+    model = ActorCritic(1, Discrete(4))
     model.eval()
-    plain = evaluation.recorder_for(tmp_path / "plain.mp4", env, False)
-    overlaid = evaluation.recorder_for(tmp_path / "overlay.mp4", env, True)
+    plain = video.recorder_for(tmp_path / "plain.mp4", env, False)
+    overlaid = video.recorder_for(tmp_path / "overlay.mp4", env, True)
     kept = {}  # a few steps, to compare with the decoded video
 
     def on_step(observation, probs, value):
@@ -151,7 +153,7 @@ def test_a_real_breakout_episode_is_recorded_frame_for_frame(tmp_path):
         plain.add_frame(screen, observation, probs, value)
         overlaid.add_frame(screen, observation, probs, value)
 
-    reward, length = evaluation.play_episode(env, model, 300, on_step=on_step)
+    reward, length = play_episode(env, model, 300, on_step=on_step)
     env.close()
     plain.close()
     renamed = tmp_path / f"overlay-steps0-reward{reward:g}.mp4"
@@ -269,8 +271,7 @@ def evaluations(tmp_path_factory):
     """A fresh model's checkpoint, evaluated twice with the same seed: without and with the overlay."""
     folder = tmp_path_factory.mktemp("evaluate")
     checkpoint = folder / "fresh.pt"
-    save_checkpoint(checkpoint, {"model": ActorCritic(1, 4).state_dict(), "optimizer": None, "counter": 0,
-                                 "elapsed": 0.0, "best_reward": None, "args": vars(main.parse_args([]))})
+    save_checkpoint(checkpoint, checkpoint_of(ActorCritic(1, Discrete(4)), None, 0, 0.0, None, main.parse_args([])))
     before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     runs = {}
     for name, extra in (("plain", []), ("overlay", ["--overlay"])):

@@ -19,10 +19,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from progress import plot_learning_curve  # noqa: E402
-from test import evaluate  # noqa: E402
-from video import EpisodeRecorder  # noqa: E402
+from a3c_extras.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from a3c_extras.evaluation import evaluate  # noqa: E402
+from a3c_extras.run_record import plot_learning_curve  # noqa: E402
+from a3c_extras.videos import EpisodeRecorder  # noqa: E402
+from envs import create_atari_env  # noqa: E402
+from model import ActorCritic  # noqa: E402
 
 
 def decoded_frames(path: Path, limit: int):
@@ -55,7 +57,8 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         evaluate(argparse.Namespace(checkpoint=str(args.pretrained), env_name=None, episodes=1, record=tmp,
-                                    overlay=True, sample=False, noop_max=0, seed=args.seed, max_episode_length=None))
+                                    overlay=True, sample=False, noop_max=0, seed=args.seed, max_episode_length=None),
+                 ActorCritic, create_atari_env)
         episode = Path(tmp) / "episode-000.mp4"
         with av.open(str(episode)) as container:
             fps = float(container.streams.video[0].average_rate)  # the game's speed

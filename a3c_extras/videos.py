@@ -1,9 +1,8 @@
 """Videos of the agent playing: one MP4 per episode, optionally with what the agent sees beside the game.
 
 The file is H.264 (libx264, yuv420p) in an MP4 whose index (moov atom) comes first ("faststart"), so
-web browsers and common players can play it, even while it downloads.
-
-    python video.py docs/overlay.png    # redraw the picture of the overlay from a short Breakout episode
+web browsers and common players can play it, even while it downloads. tools/overlay_picture.py redraws
+docs/overlay.png.
 """
 
 import os
@@ -267,40 +266,63 @@ def describe(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-# ---------------------------------------------------------------- the picture in docs/
+# ---------------------------------------------------------------- recording an agent's episodes
 
-def overlay_picture(path, steps: int = 40, seed: int = 1) -> np.ndarray:
-    """Play a few steps of Breakout with a fresh model (sampled actions, ball served) and save the
-    overlay of the last one as a PNG."""
-    import torch
+def recorder_for(path, env, overlay: bool) -> EpisodeRecorder:
+    """An MP4 recorder of the real game screen at the game's speed (one frame per agent step)."""
+    frameskip = env.unwrapped._frameskip
+    mean_skip = sum(frameskip) / 2 if isinstance(frameskip, tuple) else frameskip
+    return EpisodeRecorder(path, fps=60 / mean_skip, overlay=overlay, action_names=env.unwrapped.get_action_meanings())
 
-    from envs import create_atari_env
-    from model import ActorCritic
-    from test import play_episode
 
-    torch.manual_seed(seed)
-    env = create_atari_env("BreakoutDeterministic-v4", render_mode="rgb_array", fire_reset=True)
-    env.reset(seed=seed)
-    model = ActorCritic(1, env.action_space.n)
-    names = env.unwrapped.get_action_meanings()
-    done, frames = threading.Event(), []
+def add_step(recorder: EpisodeRecorder | None, env, observation, prob, value) -> None:
+    """One agent step: the real screen and, for the overlay, what the agent saw and decided."""
+    if recorder is not None:
+        recorder.add_frame(env.render(), observation, np.asarray(prob).reshape(-1), float(value))
 
-    def on_step(observation, probs, value):
-        frames.append(compose_frame(env.render(), observation, probs, value, names))
-        if len(frames) >= steps:
-            done.set()
 
-    play_episode(env, model, steps + 1, sample=True, rng=np.random.default_rng(seed), on_step=on_step,
-                 stop_event=done)
-    env.close()
-    picture = frames[-1]
+class EvaluationVideos:
+    """The test process's videos during training: its first evaluation episode and then every
+    args.record_every-th, in <run-dir>/videos/eval-NNNN-steps<total steps>-reward<score>.mp4. An episode
+    cut short by the end of the run leaves no video; a failed recording is reported, never allowed to
+    stop the run."""
+
+    def __init__(self, args):
+        run_dir = getattr(args, "run_dir", None)
+        self.folder = Path(run_dir) / "videos" if run_dir and getattr(args, "record_every", 0) else None
+        self.every = getattr(args, "record_every", 0)
+        self.overlay = getattr(args, "overlay", False)
+        self.render_mode = "rgb_array" if self.folder else None
+        self.episodes = 0
+        self.recorder = None
+
+    def start_episode(self, env) -> None:
+        if self.folder and self.episodes % self.every == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.recorder = recorder_for(self.folder / f"eval-{self.episodes:04d}.mp4", env, self.overlay)
+
+    def add_frame(self, env, observation, prob, value) -> None:
+        add_step(self.recorder, env, observation.numpy() if hasattr(observation, "numpy") else observation,
+                 prob.numpy() if hasattr(prob, "numpy") else prob, value)
+
+    def end_episode(self, num_steps: int | None, reward: float | None) -> None:
+        """Close the episode's video under its final name; None: the episode did not finish."""
+        recorder, self.recorder = self.recorder, None
+        if reward is not None:
+            self.episodes += 1
+        if recorder is None:
+            return
+        final = None if reward is None else recorder.path.with_name(
+            f"eval-{self.episodes - 1:04d}-steps{num_steps}-reward{reward:g}.mp4")
+        try:
+            written = recorder.close(final)
+        except VideoError as error:
+            print(f"test: video not saved: {error}", file=sys.stderr, flush=True)
+            return
+        if final is None and written is not None:
+            written.unlink()
+
+
+def save_picture(path, picture: np.ndarray) -> None:
     if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):  # OpenCV writes BGR
         raise VideoError(f"could not write {path}")
-    return picture
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python video.py PICTURE.png")
-    height, width = overlay_picture(sys.argv[1]).shape[:2]
-    print(f"wrote {sys.argv[1]} ({width}x{height})")

@@ -30,6 +30,18 @@ def save_checkpoint(path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint(model, optimizer, counter: int, elapsed, best_reward, args) -> dict:
+    """The one definition of what a checkpoint holds (the format tag is added when saving)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "counter": counter,  # agent steps of the run, over all workers and sittings
+        "elapsed": elapsed,  # seconds of training, over all sittings
+        "best_reward": best_reward,
+        "args": vars(args),
+    }
+
+
 def load_checkpoint(path, num_actions: int | None = None) -> dict:
     """Load and check a checkpoint; any problem becomes a CheckpointError with a clear message."""
     path = checkpoint_path(path)

@@ -1,0 +1,15 @@
+"""Everything the course did not have, beside its six files. The course files import from here; nothing
+here imports them (the model, the environment and the course's functions are passed in where needed).
+
+    atari         environment ids of today's ALE, the opt-in life-loss and fire-reset wrappers
+    fast_frames   the course's frame processing, bit for bit, at a fraction of the cost
+    fast_rollout  acting that keeps its activations, and the backward pass written out for them
+    fast_adam     SharedAdam's step in PyTorch's fused kernel
+    fast_worker   the worker's loop on the three above: the default (--rollout fast)
+    cli           argument checking, the run's own flags, one-line errors
+    checkpoints   the checkpoint format: written atomically, loaded safely
+    run_record    config.json, progress.csv and the learning curve
+    supervision   the main process's side of a run, and the link from each child process to it
+    videos        MP4s of the agent, with the optional overlay of what it sees
+    evaluation    the evaluation command (python test.py --checkpoint ...)
+"""

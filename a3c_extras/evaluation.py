@@ -1,0 +1,128 @@
+"""The evaluation command: play a saved agent for some episodes, print each and a summary, optionally
+record them. test.py runs it with the course's model and environment:
+
+    python test.py --checkpoint runs/<run>/best.pt --episodes 10 --noop-max 30 --seed 1 --record videos/
+"""
+
+import argparse
+import json
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from a3c_extras.atari import UnknownEnvError, resolve_env_id
+from a3c_extras.checkpoints import CheckpointError, load_checkpoint
+from a3c_extras.cli import fail, number, one_line_errors
+from a3c_extras.videos import add_step, recorder_for
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="test.py",
+                                     description="Evaluate a saved A3C agent, optionally recording videos.")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt, best.pt or a run directory")
+    parser.add_argument("--env-name", default=None, help="environment id (default: the checkpoint's)")
+    parser.add_argument("--episodes", type=number(int, low=1), default=10)
+    parser.add_argument("--record", metavar="DIR", default=None, help="write one MP4 per episode here")
+    parser.add_argument("--overlay", action="store_true",
+                        help="show the agent's input, policy and value beside the game")
+    parser.add_argument("--sample", action="store_true", help="sample actions from the policy instead of argmax")
+    parser.add_argument("--noop-max", type=number(int, low=0), default=0,
+                        help="up to K random no-ops at each start (papers: 30)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-episode-length", type=number(int, low=1), default=None)
+    return one_line_errors(parser).parse_args(argv)
+
+
+def play_episode(env, model, max_episode_length: int, *, sample: bool = False, noop_max: int = 0, rng=None,
+                 on_step=None, stop_event=None):
+    """One episode with the model's policy, greedy (argmax, as the test process plays) or sampled.
+    Returns (reward, length), or None if stop_event was set meanwhile. `on_step(observation, probs,
+    value)` sees each decision."""
+    state, _ = env.reset()
+    hx = cx = torch.zeros(1, model.lstm.hidden_size)
+    reward_sum, length, done = 0.0, 0, False
+    # Up to noop_max random no-ops first: the evaluation protocol of the DQN and A3C papers.
+    for _ in range(rng.integers(0, noop_max + 1) if noop_max else 0):
+        state, reward, terminated, truncated, _ = env.step(0)
+        reward_sum, length = reward_sum + reward, length + 1
+        if terminated or truncated:
+            state, _ = env.reset()
+    actions = deque(maxlen=100)
+    while not done:
+        if stop_event is not None and stop_event.is_set():
+            return None
+        with torch.no_grad():
+            value, logit, (hx, cx) = model((torch.from_numpy(state).unsqueeze(0), (hx, cx)))
+        prob = F.softmax(logit, dim=-1)
+        action = prob.multinomial(num_samples=1).item() if sample else prob.argmax(1).item()
+        if on_step is not None:
+            on_step(state, prob[0].numpy(), value.item())
+        state, reward, terminated, truncated, _ = env.step(action)
+        reward_sum, length = reward_sum + reward, length + 1
+        actions.append(action)  # as in the test process: an agent repeating one action 100 times is stuck
+        stuck = actions.count(actions[0]) == actions.maxlen
+        done = terminated or truncated or length >= max_episode_length or stuck
+    return reward_sum, length
+
+
+def evaluate(args, model_class, make_env) -> dict:
+    """Play args.episodes episodes with a checkpoint's weights; print each and a summary."""
+    data = load_checkpoint(args.checkpoint)
+    saved = data["args"]
+    env_name = args.env_name or saved["env_name"]
+    resolve_env_id(env_name)
+    env = make_env(env_name, render_mode="rgb_array" if args.record else None,
+                   fire_reset=saved.get("fire_reset", False))
+    data = load_checkpoint(args.checkpoint, num_actions=env.action_space.n)
+    torch.manual_seed(args.seed)
+    env.reset(seed=args.seed)
+    env.action_space.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = model_class(env.observation_space.shape[0], env.action_space)
+    model.load_state_dict(data["model"])
+    model.eval()
+    max_length = args.max_episode_length or saved.get("max_episode_length", 1_000_000)
+    record_dir = Path(args.record) if args.record else None
+    if record_dir:
+        record_dir.mkdir(parents=True, exist_ok=True)
+
+    start_time, rewards, lengths = time.time(), [], []
+    for episode in range(args.episodes):
+        recorder = recorder_for(record_dir / f"episode-{episode:03d}.mp4", env, args.overlay) if record_dir else None
+        on_step = (lambda obs, probs, value, r=recorder: add_step(r, env, obs, probs, value)) if recorder else None
+        reward, length = play_episode(env, model, max_length, sample=args.sample, noop_max=args.noop_max, rng=rng,
+                                      on_step=on_step)
+        if recorder is not None:
+            recorder.close()
+        rewards.append(reward)
+        lengths.append(length)
+        print(f"Episode {episode + 1}/{args.episodes}: episode reward {reward}, episode length {length}, "
+              f"{time.time() - start_time:.0f} s", flush=True)
+
+    summary = {
+        "checkpoint": str(args.checkpoint), "env_name": env_name, "episodes": len(rewards),
+        "mean": float(np.mean(rewards)), "std": float(np.std(rewards)),
+        "min": float(np.min(rewards)), "max": float(np.max(rewards)),
+        "rewards": rewards, "lengths": lengths, "policy": "sample" if args.sample else "greedy",
+        "noop_max": args.noop_max, "seed": args.seed, "total_steps_trained": data.get("counter", 0),
+    }
+    print(f"Summary: {summary['episodes']} episodes, mean {summary['mean']:.2f}, std {summary['std']:.2f}, "
+          f"min {summary['min']:g}, max {summary['max']:g}", flush=True)
+    if record_dir:
+        (record_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(model_class, make_env, argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        evaluate(args, model_class, make_env)
+    except (CheckpointError, UnknownEnvError) as error:
+        fail(f"test.py: error: {error}")
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,272 @@
+"""A run as the main process supervises it: the shared model and optimizer resumed, budgets, checkpoints,
+Ctrl-C, dead children, the status line. And the link each child process (a worker or the test process)
+keeps to it: the stop flag, and a queue for what the child tells (games, evaluations, errors)."""
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint, save_checkpoint
+from a3c_extras.cli import fail
+from a3c_extras.run_record import ProgressLog, plot_learning_curve, write_config
+
+
+class WorkerLink:
+    """A child's side of the run. Without a stop event or a queue (tests, benchmarks) it reports nothing
+    and stops only at args.max_steps. `make_env(args)` replaces the Atari game (the tests' Catch)."""
+
+    def __init__(self, name: str = "worker", stop_event=None, events=None, best=None, make_env=None):
+        self.name, self.stop_event, self.events, self.best, self.make_env = name, stop_event, events, best, make_env
+        self.game_return, self.game_length = 0.0, 0  # raw score and length of the game being played
+        self.skipped = self.skipped_in_a_row = 0  # non-finite updates
+
+    def report(self, *event) -> None:
+        if self.events is not None:
+            self.events.put(event)
+
+    def stop_requested(self, counter=None, args=None) -> bool:
+        if self.stop_event is not None and self.stop_event.is_set():
+            return True
+        return bool(args is not None and args.max_steps and counter.value >= args.max_steps)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but wake up when the run stops."""
+        if self.stop_event is not None:
+            self.stop_event.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def game_step(self, rank: int, counter, reward: float, done: bool, info: dict) -> None:
+        """Keep the game's raw (unclipped) score; when the game is over, report it for progress.csv.
+        With --life-loss an episode ends at each lost life, the game only when info says so."""
+        self.game_return += reward
+        self.game_length += 1
+        if done and info.get("game_over", True):
+            self.report("train", rank, counter.value, self.game_return, self.game_length)
+            self.game_return, self.game_length = 0.0, 0
+
+    def finite_update(self, rank: int, loss: torch.Tensor, grad_norm: torch.Tensor, max_nonfinite: int) -> bool:
+        """Whether the update may go to the shared model; one whose loss or gradient is not finite is
+        skipped and counted, and max_nonfinite of them in a row end the worker."""
+        if torch.isfinite(loss) and torch.isfinite(grad_norm):
+            self.skipped_in_a_row = 0
+            return True
+        self.skipped += 1
+        self.skipped_in_a_row += 1
+        self.report("nonfinite", rank, self.skipped)
+        if self.skipped_in_a_row >= max_nonfinite:
+            raise FloatingPointError(f"{self.skipped_in_a_row} updates in a row had a non-finite loss or gradient")
+        return False
+
+    def evaluation(self, rank: int, num_steps: int, reward: float, length: int, model, args) -> None:
+        """After an evaluation episode: report it, and save the weights that earned a new best score."""
+        self.report("eval", rank, num_steps, reward, length)
+        if self.best is not None and reward > self.best.value:
+            self.best.value = reward
+            save_checkpoint(Path(args.run_dir) / "best.pt", checkpoint(model, None, num_steps, None, reward, args))
+
+
+def child(link: WorkerLink, target, *args):
+    """Body of every child process: Ctrl-C is the main process's business; an exception is reported
+    to it in one line; the child ends if the main process disappears."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    try:
+        target(*args, link=link)
+    except Exception as error:
+        last = traceback.extract_tb(error.__traceback__)[-1]
+        link.report("error", link.name, f"{type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})")
+        link.events.close()
+        link.events.join_thread()
+        sys.exit(1)
+
+
+def describe_exit(exitcode: int) -> str:
+    if exitcode < 0:
+        return f"killed by signal {signal.Signals(-exitcode).name}"
+    return f"exited with status {exitcode}"
+
+
+class Run:
+    """The main process's side of a run. Created after the shared model and optimizer, before the
+    processes: with --resume it loads the checkpoint into them."""
+
+    def __init__(self, args, shared_model, optimizer, ctx=mp):
+        self.args, self.shared_model, self.optimizer = args, shared_model, optimizer
+        self.counter_start, self.elapsed_before, best = 0, 0.0, None
+        self.resumed = bool(args.resume)
+        if self.resumed:
+            try:
+                data = load_checkpoint(args.resume, shared_model.actor_linear.out_features)
+            except CheckpointError as error:
+                fail(f"main.py: error: {error}")
+            shared_model.load_state_dict(data["model"])  # into the shared tensors
+            if optimizer is not None and data.get("optimizer"):
+                optimizer.load_state_dict(data["optimizer"])
+                optimizer.share_memory()  # load_state_dict made new tensors of the statistics
+            self.counter_start = data["counter"]
+            self.elapsed_before = data.get("elapsed") or 0.0
+            best = data.get("best_reward")
+        self.counter = ctx.Value("q", self.counter_start)
+        # The best evaluation so far: the test process raises it and writes best.pt itself, so the
+        # weights never travel through the event queue.
+        self.best = ctx.Value("d", float("-inf") if best is None else best)
+        self.stop_event = ctx.Event()
+        self.events = ctx.Queue()
+        self.names = []
+        self.run_dir = Path(args.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_name = "config.json" if not self.resumed else f"config-resume-{datetime.now():%Y%m%d-%H%M%S}.json"
+        write_config(self.run_dir / config_name, args,
+                     {"resumed_from": args.resume, "resumed_at_steps": self.counter_start})
+        self.log = ProgressLog(self.run_dir / "progress.csv")
+        self.recent_returns = deque(maxlen=100)
+        self.last_eval = None
+        self.nonfinite = {}
+        self.errors = {}
+        # Ctrl-C and SIGTERM ask for a clean stop: supervise notices, saves and returns 0.
+        self.stop_requested = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: self.stop_requested.append(signal.Signals(signum).name))
+        self.start_time = time.time()
+        print(f"Run directory: {self.run_dir}  ({args.num_processes} workers on {args.env_name}"
+              f"{', resumed at step ' + format(self.counter_start, ',') if self.resumed else ''})", flush=True)
+
+    def link(self, name: str) -> WorkerLink:
+        """The link of the next child process started (the test process gets the best score)."""
+        self.names.append(name)
+        return WorkerLink(name, self.stop_event, self.events, self.best if name == "test" else None)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.start_time
+
+    def handle(self, event):
+        kind = event[0]
+        if kind == "train":
+            _, rank, steps, game_return, length = event
+            self.log.write("train", self.elapsed(), steps, rank, game_return, length)
+            self.recent_returns.append(game_return)
+        elif kind == "eval":
+            _, _, steps, reward, length = event
+            self.log.write("eval", self.elapsed(), steps, None, reward, length)
+            self.last_eval = reward
+        elif kind == "nonfinite":
+            self.nonfinite[event[1]] = event[2]
+        elif kind == "error":
+            self.errors[event[1]] = event[2]
+
+    def drain(self, timeout: float):
+        try:
+            self.handle(self.events.get(timeout=timeout))
+            while True:
+                self.handle(self.events.get_nowait())
+        except queue.Empty:
+            pass
+
+    def best_reward(self):
+        return None if self.best.value == float("-inf") else self.best.value
+
+    def save_all(self):
+        save_checkpoint(self.run_dir / "checkpoint.pt", checkpoint(
+            self.shared_model, self.optimizer, self.counter.value, self.elapsed(), self.best_reward(), self.args))
+        plot_learning_curve(self.run_dir / "progress.csv", self.run_dir / "learning_curve.png",
+                            f"A3C on {self.args.env_name}")
+
+    def status_line(self) -> str:
+        steps = self.counter.value
+        rate = (steps - self.counter_start) / max(time.time() - self.start_time, 1e-9)
+        parts = [f"steps {steps:,}", f"{rate:,.0f} steps/s"]
+        if self.recent_returns:
+            parts.append(f"train return (last {len(self.recent_returns)}) "
+                         f"{sum(self.recent_returns) / len(self.recent_returns):.1f}")
+        parts.append(f"last eval {self.last_eval if self.last_eval is not None else '-'}")
+        parts.append(f"best {self.best_reward() if self.best_reward() is not None else '-'}")
+        if self.nonfinite:
+            parts.append(f"skipped non-finite updates {sum(self.nonfinite.values())}")
+        left = []
+        if self.args.max_steps:
+            left.append(f"{max(self.args.max_steps - steps, 0):,} steps")
+        if self.args.max_time:
+            left.append(f"{max(self.args.max_time - (time.time() - self.start_time), 0):,.0f} s")
+        if left:
+            parts.append("left " + ", ".join(left))
+        return " | ".join(parts)
+
+    def dead_process(self):
+        """The first child that ended on its own, with why; workers end cleanly only at the step budget."""
+        budget_reached = self.args.max_steps and self.counter.value >= self.args.max_steps
+        for name, p in self.processes.items():
+            if p.exitcode is not None and (p.exitcode != 0 or not budget_reached):
+                return name, self.errors.get(name) or describe_exit(p.exitcode)
+        return None
+
+    def stop_children(self):
+        self.stop_event.set()
+        deadline = time.time() + 5
+        # Keep reading the queue meanwhile: a child cannot exit before what it put there is read.
+        while time.time() < deadline and any(p.is_alive() for p in self.processes.values()):
+            self.drain(timeout=0.1)
+        for p in self.processes.values():
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+    def supervise(self, processes) -> int:
+        """Until a budget, Ctrl-C or a dead child: record, checkpoint, print the status. Then stop every
+        child, save and return the exit status (0, or 1 if a child died)."""
+        self.processes = dict(zip(self.names, processes))
+        args = self.args
+        last_save = last_status = time.time()
+        failure, reason = None, None
+        while True:
+            self.drain(timeout=0.5)
+            now = time.time()
+            if self.stop_requested:
+                reason = f"stopped by {self.stop_requested[0]}"
+            elif args.max_steps and self.counter.value >= args.max_steps:
+                reason = f"step budget of {args.max_steps:,} reached"
+            elif args.max_time and now - self.start_time >= args.max_time:
+                reason = f"time budget of {args.max_time:g} s reached"
+            else:
+                failure = self.dead_process()
+            if reason or failure:
+                break
+            if now - last_save >= args.save_interval:
+                self.save_all()
+                last_save = now
+            if now - last_status >= args.status_interval:
+                print(self.status_line(), flush=True)
+                last_status = now
+
+        self.stop_children()
+        if failure is None:
+            failure = self.dead_process() if not reason else None
+        self.drain(timeout=0.1)
+        self.save_all()
+        self.log.close()
+        print(self.status_line(), flush=True)
+        if failure:
+            name, why = failure
+            print(f"main.py: {name} died: {why}; other processes stopped, checkpoint saved in {self.run_dir}",
+                  file=sys.stderr, flush=True)
+            return 1
+        print(f"{reason}; checkpoint saved in {self.run_dir}", flush=True)
+        return 0
