@@ -34,7 +34,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from a3c_extras.cli import number  # noqa: E402
+from a3c_extras.cli import fail, number  # noqa: E402
 from a3c_extras.supervision import WorkerLink  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from main import parse_args as parse_training_args  # noqa: E402
@@ -64,11 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --memory-minutes: seconds between memory samples (default: 5)")
     p.error = lambda message: fail(f"{p.prog}: error: {message}")
     return p
-
-
-def fail(message: str):
-    print(message, file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 def parse_args(argv=None):
