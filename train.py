@@ -25,11 +25,13 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, link=None):
     torch.set_num_threads(1)  # N workers share the cores, not N x cores threads
     link = link or WorkerLink()  # not in the course: stop, report games (a3c_extras/supervision.py)
 
-    if link.make_env is None:
-        env = create_atari_env(args.env_name, life_loss=args.life_loss, fire_reset=args.fire_reset,
-                               fast=args.rollout == "fast")
-    else:  # the tests' small game
-        env = link.make_env(args)
+    def make_env():  # not in the course: the opt-in departures; the tests' small game in place of Atari
+        if link.make_env is not None:
+            return link.make_env(args)
+        return create_atari_env(args.env_name, life_loss=args.life_loss, fire_reset=args.fire_reset,
+                                fast=args.rollout == "fast")
+
+    env = make_env()
 
     model = ActorCritic(env.observation_space.shape[0], env.action_space)
 
@@ -38,8 +40,9 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, link=None):
 
     model.train()
 
-    if args.rollout == "fast":  # the default: this loop's update, computed faster (a3c_extras/fast_worker.py)
-        return fast_worker.work(rank, args, env, model, shared_model, counter, lock, optimizer, link,
+    if args.rollout == "fast":  # the default: this loop's update, computed faster (a3c_extras/fast_worker.py),
+        envs = [env] + [make_env() for _ in range(args.envs_per_worker - 1)]  # on K games at once
+        return fast_worker.work(rank, args, envs, model, shared_model, counter, lock, optimizer, link,
                                 ensure_shared_grads)
 
     state, _ = env.reset(seed=args.seed + rank)

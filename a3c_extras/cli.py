@@ -70,6 +70,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlay", action="store_true", help="videos show the agent's input, policy and value")
     p.add_argument("--rollout", choices=["fast", "classic"], default="fast",
                    help="fast: the same update computed faster (default); classic: the course's loop as written")
+    p.add_argument("--envs-per-worker", type=number(int, low=1), default=1, metavar="K",
+                   help="games each worker plays at once, acting in one batch and learning in one update from "
+                        "their K rollouts (default: 1, the course's A3C; needs --rollout fast)")
     p.add_argument("--life-loss", action="store_true", help="departure: a lost life ends the training episode")
     p.add_argument("--fire-reset", action="store_true", help="departure: press FIRE at each start and lost life")
 
@@ -88,6 +91,9 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         args = parser.parse_args(argv)
         if args.run_dir is None:  # carry on in the same run directory
             args.run_dir = str(checkpoint_path(args.resume).parent)
+    if args.envs_per_worker > 1 and args.rollout == "classic":
+        fail(f"{parser.prog}: error: --envs-per-worker {args.envs_per_worker} needs --rollout fast "
+             "(the classic loop is the course's, one game per worker)")
     if args.run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         args.run_dir = str(Path("runs") / f"{args.env_name.replace('/', '-')}-{stamp}")

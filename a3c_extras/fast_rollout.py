@@ -1,5 +1,6 @@
-"""The workers' fast path, network side: act one frame at a time keeping what each step computed, then
-learn from it with a backward pass written out, with no second forward pass.
+"""The workers' fast path, network side: act on the frames of K games at once (one batched forward pass
+per tick), keeping what each step computed, then learn from it with a backward pass written out, with
+no second forward pass. K = 1 (the default) is the course's one game per worker.
 
 The weights do not change during a rollout, so the activations a worker computes while acting are
 exactly those a forward pass with gradients would compute again afterwards. Rollout keeps them, and
@@ -21,60 +22,75 @@ def trunk_weights(model) -> list:
         model.lstm.weight_ih, model.lstm.weight_hh, model.lstm.bias_ih, model.lstm.bias_hh]
 
 
-def sample_action(logits: np.ndarray, noise: torch.Tensor) -> int:
-    """Draw a ~ pi(.|s) = softmax(logits) for one state, exactly as probs.multinomial(num_samples=1)
+def sample_actions(logits: np.ndarray, noise: torch.Tensor) -> list[int]:
+    """Draw a ~ pi(.|s) = softmax(logits) for each row of logits, exactly as probs.multinomial(num_samples=1)
     in the course's loop: for one sample PyTorch's multinomial computes argmax(p / q), q ~ Exp(1)
     (the Gumbel-max trick). Written out it draws the same random numbers from torch's generator, so a
-    seed plays the same actions in both loops. `noise` is a buffer for q, one entry per action;
-    argmax ignores softmax's normalisation, which is skipped."""
-    probs = np.exp(logits - logits.max())
-    return int((probs / noise.exponential_().numpy()).argmax())
+    seed plays the same actions in both loops. `noise` is a buffer for q, a row per game; argmax
+    ignores softmax's normalisation, which is skipped."""
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (probs / noise[: len(logits)].exponential_().numpy()).argmax(axis=1).tolist()
 
 
 class Rollout:
-    """Acts with a model one frame at a time and keeps what each step computed for the backward pass.
+    """Acts with a model on K games, one frame of each game still playing per tick, and keeps what each
+    step computed for the backward pass.
 
-    Row t of the arrays belongs to step t (the frame s_t); hx[t] and cx[t] hold the LSTM state the step
-    starts from, so hx[t + 1] is h_t. The LSTM runs in NumPy on views of the model's own weights: a
-    step multiplies 1 MB matrices by vectors, which is memory-bound, and NumPy's BLAS (OpenBLAS) does
-    that in about half the time of PyTorch's CPU build (MKL), measured on an AMD EPYC processor."""
+    Arrays are indexed [tick, game]: hx[t, k] and cx[t, k] hold the LSTM state game k's step t starts
+    from, so hx[t + 1, k] is its h_t. A game whose episode ends stops playing for the rest of the
+    rollout (as the course's loop stops at done): its later rows stay zero, which keeps them out of
+    every gradient. `played` lists the (tick, game) of each step, in the order acted, as t * K + k:
+    the order of the rows of hidden_states. The LSTM runs in NumPy on views of the model's own weights,
+    as W @ x with the games as columns: OpenBLAS does these memory-bound products in about half the time
+    of PyTorch's CPU build (MKL) on an AMD EPYC processor, and the batch reads the 1.5 MB of weights once
+    for all K games."""
 
-    def __init__(self, model, num_steps: int, hx: torch.Tensor, cx: torch.Tensor):
+    def __init__(self, model, num_steps: int, hx: np.ndarray, cx: np.ndarray):
         self.model = model
         lstm = model.lstm
+        self.games = len(hx)
         rows = num_steps + 2  # the steps played, one more for the bootstrap value, the state after it
-        self.frames = []  # s_t, each (1, 1, 42, 42)
-        self.conv_outputs = [[] for _ in range(4)]  # per conv layer: its output after ELU, per step
-        self.features = np.empty((rows, lstm.input_size), np.float32)  # x_t, the LSTM's input
-        self.gates = np.empty((rows, 4 * lstm.hidden_size), np.float32)  # i, f, g, o after squashing
-        self.tanh_cx = np.empty((rows, lstm.hidden_size), np.float32)  # tanh(c_t)
-        self.hx = np.empty((rows, lstm.hidden_size), np.float32)
-        self.cx = np.empty((rows, lstm.hidden_size), np.float32)
-        self.hx[0], self.cx[0] = hx.detach().numpy(), cx.detach().numpy()
-        self.steps = 0
+        shape = (rows, self.games)
+        self.frames = []  # per tick: s_t of the games playing, (n, 1, 42, 42)
+        self.conv_outputs = [[] for _ in range(4)]  # per conv layer, per tick: its output after ELU
+        self.features = np.zeros((*shape, lstm.input_size), np.float32)  # x_t, the LSTM's input
+        self.gates = np.zeros((*shape, 4 * lstm.hidden_size), np.float32)  # i, f, g, o after squashing
+        self.tanh_cx = np.zeros((*shape, lstm.hidden_size), np.float32)  # tanh(c_t)
+        self.hx = np.zeros((*shape, lstm.hidden_size), np.float32)
+        self.cx = np.zeros((*shape, lstm.hidden_size), np.float32)
+        self.hx[0], self.cx[0] = hx, cx
+        self.played = []  # per tick: t * K + k of each game acted on
         # NumPy views of the weights (no copies): they stay valid while the model is updated in place.
         self.w_ih, self.w_hh = lstm.weight_ih.detach().numpy(), lstm.weight_hh.detach().numpy()
-        self.bias = (lstm.bias_ih + lstm.bias_hh).detach().numpy()
+        self.bias = (lstm.bias_ih + lstm.bias_hh).detach().numpy()[:, np.newaxis]
         self.w_actor, self.b_actor = (p.detach().numpy() for p in model.actor_linear.parameters())
         self.w_critic, self.b_critic = (p.detach().numpy() for p in model.critic_linear.parameters())
         # Per gate (i, f, g, o): the scale and shift that turn tanh into sigmoid for i, f and o (see act).
-        self.gate_scale = np.repeat(np.float32([0.5, 0.5, 1.0, 0.5]), lstm.hidden_size)
-        self.gate_shift = np.repeat(np.float32([0.5, 0.5, 0.0, 0.5]), lstm.hidden_size)
+        self.gate_scale = np.repeat(np.float32([0.5, 0.5, 1.0, 0.5]), lstm.hidden_size)[:, np.newaxis]
+        self.gate_shift = np.repeat(np.float32([0.5, 0.5, 0.0, 0.5]), lstm.hidden_size)[:, np.newaxis]
+
+    @property
+    def ticks(self) -> int:
+        return len(self.played)
 
     @torch.inference_mode()
-    def act(self, frame: torch.Tensor) -> np.ndarray:
-        """The forward pass on one frame s_t (1, 42, 42): returns the policy's logits."""
-        t = self.steps
-        x = frame.unsqueeze(0)
+    def act(self, frames: torch.Tensor, games: list[int]) -> np.ndarray:
+        """The forward pass on one frame s_t of each game in `games` (n, 1, 42, 42): returns the
+        policy's logits, (n, actions)."""
+        t = self.ticks
+        playing = slice(None) if len(games) == self.games else np.asarray(games)  # a view when all play
+        self.played.append(t * self.games + np.asarray(games))
+        x = frames
         self.frames.append(x)
         for conv, outputs in zip(convs(self.model), self.conv_outputs):
             x = F.elu_(F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding))  # ELU in place
             outputs.append(x)
-        self.features[t] = x.reshape(-1).numpy()  # flattened in (channel, row, column) order, as forward's view
-        # LSTM cell: the four gates W_ih x_t + W_hh h_{t-1} + b in the order input, forget, cell, output.
-        gates = self.gates[t]
-        np.matmul(self.w_ih, self.features[t], out=gates)
-        gates += self.w_hh @ self.hx[t]
+        features = x.reshape(len(games), -1).numpy()  # (channel, row, column) order, as forward's view
+        self.features[t, playing] = features
+        # LSTM cell: the four gates W_ih x_t + W_hh h_{t-1} + b in the order input, forget, cell, output,
+        # one column per game.
+        gates = self.w_ih @ features.T
+        gates += self.w_hh @ self.hx[t, playing].T
         gates += self.bias
         # Squash them, sigmoid for i, f, o and tanh for g, with one tanh over all four:
         # sigmoid(z) = 0.5 * tanh(0.5 * z) + 0.5 (which no large |z| overflows), tanh(z) = 1 * tanh(1 * z) + 0.
@@ -82,82 +98,94 @@ class Rollout:
         np.tanh(gates, out=gates)
         gates *= self.gate_scale
         gates += self.gate_shift
-        i, f, g, o = gates.reshape(4, -1)  # views
-        c = self.cx[t + 1]
-        np.multiply(f, self.cx[t], out=c)  # c_t = f * c_{t-1} + i * g
-        c += i * g
-        np.tanh(c, out=self.tanh_cx[t])
-        np.multiply(o, self.tanh_cx[t], out=self.hx[t + 1])  # h_t = o * tanh(c_t)
-        self.steps += 1
-        return self.w_actor @ self.hx[t + 1] + self.b_actor
+        gates = gates.T  # (n, 4 * hidden)
+        i, f, g, o = np.split(gates, 4, axis=1)  # views
+        c = f * self.cx[t, playing] + i * g  # c_t = f * c_{t-1} + i * g
+        tanh_c = np.tanh(c)
+        h = o * tanh_c  # h_t = o * tanh(c_t)
+        self.gates[t, playing], self.cx[t + 1, playing], self.tanh_cx[t, playing] = gates, c, tanh_c
+        self.hx[t + 1, playing] = h
+        return h @ self.w_actor.T + self.b_actor
 
-    def value(self) -> float:
-        """The critic's V(s) of the last frame acted on."""
-        return float((self.w_critic @ self.hx[self.steps] + self.b_critic)[0])
+    def values(self, games: list[int]) -> list[float]:
+        """The critic's V(s) of the last frame acted on, for each of `games`."""
+        return (self.hx[self.ticks, games] @ self.w_critic[0] + self.b_critic[0]).tolist()
 
-    def lstm_state(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h, c) after t steps, as (1, 256) tensors of their own."""
-        return torch.tensor(self.hx[t]).unsqueeze(0), torch.tensor(self.cx[t]).unsqueeze(0)
+    def lstm_state(self, game: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Game's (h, c) after its step t - 1, copies of their own."""
+        return self.hx[t, game].copy(), self.cx[t, game].copy()
 
 
 class HiddenStates(torch.autograd.Function):
-    """The hidden states h_0..h_{T-1} of a rollout's first T steps as a function of the trunk's weights
-    (the four convolutions and the LSTM). Forward returns what acting computed; backward is
-    backpropagation through the LSTM (through time) and then through the convolutions."""
+    """The hidden states h_t of the steps of a rollout's first `ticks` ticks, in the order played, as a
+    function of the trunk's weights (the four convolutions and the LSTM). Forward returns what acting
+    computed; backward is backpropagation through the LSTM (through time) and then through the
+    convolutions."""
 
     @staticmethod
-    def forward(ctx, rollout: Rollout, steps: int, *trunk_weights):
-        ctx.rollout, ctx.steps = rollout, steps
-        return torch.from_numpy(rollout.hx[1 : steps + 1])
+    def forward(ctx, rollout: Rollout, ticks: int, *trunk_weights):
+        ctx.rollout, ctx.ticks = rollout, ticks
+        return torch.from_numpy(rollout.hx[1 : ticks + 1].reshape(-1, rollout.hx.shape[2])[played(rollout, ticks)])
 
     @staticmethod
     def backward(ctx, grad_hidden):
-        rollout, steps = ctx.rollout, ctx.steps
-        lstm_grads, grad_features = lstm_backward(rollout, steps, grad_hidden.numpy())
-        conv_grads = conv_backward(rollout, steps, torch.from_numpy(grad_features))
+        rollout, ticks = ctx.rollout, ctx.ticks
+        lstm_grads, grad_features = lstm_backward(rollout, ticks, grad_hidden.numpy())
+        conv_grads = conv_backward(rollout, ticks, torch.from_numpy(grad_features))
         return None, None, *conv_grads, *lstm_grads
 
 
-def hidden_states(rollout: Rollout, steps: int) -> torch.Tensor:
-    """h_t for the first `steps` steps of the rollout, (steps, 256), with the trunk's gradients."""
-    return HiddenStates.apply(rollout, steps, *trunk_weights(rollout.model))
+def played(rollout: Rollout, ticks: int) -> np.ndarray:
+    """t * K + k of each step of the first `ticks` ticks, in the order played."""
+    return np.concatenate(rollout.played[:ticks])
 
 
-def lstm_backward(rollout: Rollout, steps: int, grad_hidden: np.ndarray):
-    """Backpropagation through time of the LSTM cell, from dL/dh_t of each step.
+def hidden_states(rollout: Rollout, ticks: int) -> torch.Tensor:
+    """h_t of each step of the first `ticks` ticks, (steps, 256), with the trunk's gradients."""
+    return HiddenStates.apply(rollout, ticks, *trunk_weights(rollout.model))
+
+
+def lstm_backward(rollout: Rollout, ticks: int, grad_hidden: np.ndarray):
+    """Backpropagation through time of the LSTM cell, from dL/dh_t of each step, all games at once.
 
     Per step, from h = o * tanh(c) and c = f * c_prev + i * g: dc gathers dh * o * (1 - tanh(c)^2) and
     what flows back from the next step (dc_next * f_next); the gates before squashing get
     dc * g * i(1 - i), dc * c_prev * f(1 - f), dc * i * (1 - g^2) and dh * tanh(c) * o(1 - o);
-    dh_prev = W_hh^T dgates. The weight gradients are then sums over the steps: one matrix product each.
-    Returns the gradients of (W_ih, W_hh, b_ih, b_hh) and dL/dx_t, the gradient of the conv features."""
-    hidden = rollout.hx.shape[1]
-    i, f, g, o = (rollout.gates[:steps, k * hidden : (k + 1) * hidden] for k in range(4))
-    c_prev, tanh_c = rollout.cx[:steps], rollout.tanh_cx[:steps]
+    dh_prev = W_hh^T dgates. The rows of steps not played are zero, so nothing flows through them. The
+    weight gradients are then sums over the steps: one matrix product each. Returns the gradients of
+    (W_ih, W_hh, b_ih, b_hh) and dL/dx_t of each step played, the gradient of the conv features."""
+    games, hidden = rollout.games, rollout.hx.shape[2]
+    steps = played(rollout, ticks)
+    grad_h = np.zeros((ticks * games, hidden), np.float32)
+    grad_h[steps] = grad_hidden
+    grad_h = grad_h.reshape(ticks, games, hidden)
+    i, f, g, o = np.split(rollout.gates[:ticks], 4, axis=2)
+    c_prev, tanh_c = rollout.cx[:ticks], rollout.tanh_cx[:ticks]
     # How much each gate's input moves the loss per unit of dc (input, forget, cell) or of dh (output).
-    per_dc = np.concatenate([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], axis=1)
+    per_dc = np.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], axis=2)  # (ticks, K, 3, hidden)
     per_dh = tanh_c * o * (1 - o)
     dc_per_dh = o * (1 - tanh_c * tanh_c)
-    grad_gates = np.empty((steps, 4 * hidden), np.float32)
-    dh, dc = np.zeros(hidden, np.float32), np.zeros(hidden, np.float32)
-    for t in reversed(range(steps)):
-        dh += grad_hidden[t]
+    grad_gates = np.empty((ticks, games, 4 * hidden), np.float32)
+    dh, dc = np.zeros((games, hidden), np.float32), np.zeros((games, hidden), np.float32)
+    for t in reversed(range(ticks)):
+        dh += grad_h[t]
         dc += dh * dc_per_dh[t]
-        np.multiply(per_dc[t].reshape(3, hidden), dc, out=grad_gates[t, : 3 * hidden].reshape(3, hidden))
-        np.multiply(per_dh[t], dh, out=grad_gates[t, 3 * hidden :])
+        grad_gates[t, :, : 3 * hidden] = (per_dc[t] * dc[:, np.newaxis]).reshape(games, 3 * hidden)
+        np.multiply(per_dh[t], dh, out=grad_gates[t, :, 3 * hidden :])
         dc *= f[t]  # to c_{t-1}
         dh = grad_gates[t] @ rollout.w_hh  # to h_{t-1}
-    grad_w_ih = grad_gates.T @ rollout.features[:steps]
-    grad_w_hh = grad_gates.T @ rollout.hx[:steps]
+    grad_gates = grad_gates.reshape(ticks * games, 4 * hidden)
+    grad_w_ih = grad_gates.T @ rollout.features[:ticks].reshape(ticks * games, -1)
+    grad_w_hh = grad_gates.T @ rollout.hx[:ticks].reshape(ticks * games, hidden)
     grad_bias = grad_gates.sum(axis=0)
     grads = (grad_w_ih, grad_w_hh, grad_bias, grad_bias.copy())  # b_ih and b_hh enter the gates alike
-    return [torch.from_numpy(grad) for grad in grads], grad_gates @ rollout.w_ih
+    return [torch.from_numpy(grad) for grad in grads], grad_gates[steps] @ rollout.w_ih
 
 
-def conv_backward(rollout: Rollout, steps: int, grad_features: torch.Tensor) -> list[torch.Tensor]:
+def conv_backward(rollout: Rollout, ticks: int, grad_features: torch.Tensor) -> list[torch.Tensor]:
     """Backpropagation through the four conv + ELU layers for all steps at once, from dL/dx_t.
     Returns the gradients of (conv1.weight, conv1.bias, ..., conv4.bias)."""
-    inputs = [torch.cat(rollout.frames[:steps])] + [torch.cat(outputs[:steps]) for outputs in rollout.conv_outputs]
+    inputs = [torch.cat(rollout.frames[:ticks])] + [torch.cat(outputs[:ticks]) for outputs in rollout.conv_outputs]
     # The gradients take the activations' memory layout (channels-last in the workers): with mixed
     # layouts every operator below would first reorder its inputs, at several times the cost.
     grad = torch.empty_like(inputs[-1]).copy_(grad_features.view(inputs[-1].shape))

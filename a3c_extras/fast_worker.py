@@ -11,12 +11,13 @@ game and checks the same actions, losses and gradients."""
 import ctypes
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
 from a3c_extras.fast_adam import fused_adam_step
-from a3c_extras.fast_rollout import Rollout, hidden_states, sample_action
+from a3c_extras.fast_rollout import Rollout, hidden_states, sample_actions
 
 
 def keep_freed_memory() -> None:
@@ -43,11 +44,11 @@ def copy_weights(source, target) -> None:
 
 
 class Game:
-    """The game side of a worker: the current frame, the LSTM state carried between rollouts and the
-    episode's length, stepped as train.py's loop steps it."""
+    """One game of a worker: the current frame, the LSTM state carried between rollouts and the episode's
+    length, stepped as train.py's loop steps its game."""
 
-    def __init__(self, env, state, rank: int, args, counter, link):
-        self.env, self.rank, self.args, self.counter, self.link = env, rank, args, counter, link
+    def __init__(self, env, state, rank: int, index: int, args, counter, link):
+        self.env, self.rank, self.index, self.args, self.counter, self.link = env, rank, index, args, counter, link
         self.state = torch.from_numpy(state)
         self.done = True
         self.hx = self.cx = None
@@ -56,14 +57,14 @@ class Game:
     def start_rollout(self, hidden_size: int):
         """A new episode starts with a zero LSTM state; otherwise carry it on."""
         if self.done:
-            self.hx, self.cx = torch.zeros(1, hidden_size), torch.zeros(1, hidden_size)
+            self.hx, self.cx = np.zeros(hidden_size, np.float32), np.zeros(hidden_size, np.float32)
 
     def step(self, action: int) -> tuple[float, bool]:
         """Play one action; return the clipped reward and whether the episode ended (then reset)."""
         self.episode_length += 1
         state, reward, terminated, truncated, info = self.env.step(action)
         self.done = terminated or truncated or self.episode_length >= self.args.max_episode_length
-        self.link.game_step(self.rank, self.counter, reward, self.done, info)
+        self.link.game_step(self.rank, self.counter, reward, self.done, info, game=self.index)
         if self.done:
             self.episode_length = 0
             state, _ = self.env.reset()
@@ -73,38 +74,52 @@ class Game:
 
 @dataclass
 class Trajectory:
-    """What a rollout played (the actions and clipped rewards) and what acting computed on the way."""
+    """What a rollout of K games played and what acting computed on the way. Each game played up to
+    num_steps steps, fewer if its episode ended: one course rollout per game."""
 
     rollout: Rollout  # the activations of each step, for the backward pass
-    actions: list
-    rewards: list
-    done: bool
-    R: float  # the bootstrap value V(s_T), 0 if the episode ended
+    ticks: int  # steps of the longest of the K rollouts
+    steps_of_game: list  # per game: the positions of its steps in the order played (the rows of loss_terms)
+    actions: list  # the actions, in the order played
+    rewards: list  # per game: its clipped rewards
+    R: list  # per game: the bootstrap value V(s_T), 0 if its episode ended
 
 
-def play_rollout(model, game: Game, num_steps: int) -> Trajectory:
-    """Act for up to num_steps without autograd, keeping each step's activations."""
-    game.start_rollout(model.lstm.hidden_size)
-    rollout = Rollout(model, num_steps, game.hx, game.cx)
-    actions, rewards, done = [], [], False
-    noise = torch.empty(model.actor_linear.out_features)
-    while len(actions) < num_steps and not done:
-        action = sample_action(rollout.act(game.state), noise)  # a ~ pi(.|s)
-        reward, done = game.step(action)
-        actions.append(action)
-        rewards.append(reward)
-    game.hx, game.cx = rollout.lstm_state(len(actions))  # the next rollout starts from here
-    R = 0.0
-    if not done:  # bootstrap from the critic's value of the last state: one more forward step
-        rollout.act(game.state)
-        R = rollout.value()
-    return Trajectory(rollout, actions, rewards, done, R)
+def play_rollout(model, games: list[Game], num_steps: int) -> Trajectory:
+    """Act for up to num_steps on every game at once, without autograd, keeping each step's activations."""
+    for game in games:
+        game.start_rollout(model.lstm.hidden_size)
+    rollout = Rollout(model, num_steps, np.stack([g.hx for g in games]), np.stack([g.cx for g in games]))
+    steps_of_game, actions, rewards = [[] for _ in games], [], [[] for _ in games]
+    noise = torch.empty(len(games), model.actor_linear.out_features)
+    playing = list(range(len(games)))
+    while playing and rollout.ticks < num_steps:
+        frames = torch.stack([games[k].state for k in playing])
+        still_playing = []
+        for k, action in zip(playing, sample_actions(rollout.act(frames, playing), noise)):  # a ~ pi(.|s)
+            reward, done = games[k].step(action)
+            steps_of_game[k].append(len(actions))
+            actions.append(action)
+            rewards[k].append(reward)
+            if not done:
+                still_playing.append(k)
+        playing = still_playing
+    ticks = rollout.ticks
+    for k, game in enumerate(games):
+        game.hx, game.cx = rollout.lstm_state(k, len(rewards[k]))  # the next rollout starts from here
+    R = [0.0] * len(games)
+    if playing:  # bootstrap from the critic's value of the last state: one more forward step
+        rollout.act(torch.stack([games[k].state for k in playing]), playing)
+        for k, value in zip(playing, rollout.values(playing)):
+            R[k] = value
+    return Trajectory(rollout, ticks, steps_of_game, actions, rewards, R)
 
 
 def loss_terms(model, traj: Trajectory):
-    """V(s_t), log pi(a_t|s_t) and the entropy of each step, with their graph, from the hidden states
-    acting computed (hidden_states gives them their backward pass through the trunk)."""
-    hidden = hidden_states(traj.rollout, len(traj.actions))
+    """V(s_t), log pi(a_t|s_t) and the entropy of each step, in the order played, with their graph,
+    from the hidden states acting computed (hidden_states gives them their backward pass through the
+    trunk)."""
+    hidden = hidden_states(traj.rollout, traj.ticks)
     values, logits = model.critic_linear(hidden), model.actor_linear(hidden)
     log_prob_all = F.log_softmax(logits, dim=-1)
     entropies = -(log_prob_all * log_prob_all.exp()).sum(1)
@@ -113,8 +128,8 @@ def loss_terms(model, traj: Trajectory):
 
 
 def a3c_loss(values, log_probs, entropies, rewards: list, R: float, args):
-    """train.py's losses for all steps at once: the returns and GAE walked back from R in plain floats,
-    then one tensor expression for each loss.
+    """train.py's losses for all steps of one game's rollout at once: the returns and GAE walked back
+    from R in plain floats, then one tensor expression for each loss.
 
     value loss:  sum 0.5 * (R_t - V(s_t))^2 with R_t = r_t + gamma * R_{t+1}
     policy loss: -sum log pi(a_t|s_t) * GAE_t + entropy_coef * H(pi(.|s_t)),
@@ -134,8 +149,27 @@ def a3c_loss(values, log_probs, entropies, rewards: list, R: float, args):
     return policy_loss, value_loss
 
 
-def work(rank, args, env, model, shared_model, counter, lock, optimizer, link, ensure_shared_grads):
-    """train.py's loop, from after its set-up (seed, env, local model, optimizer) on."""
+def batch_loss(model, traj: Trajectory, args) -> torch.Tensor:
+    """The mean over the K games of train.py's loss, policy_loss + value_loss_coef * value_loss, each
+    game's from its own rollout: with K = 1, the course's loss."""
+    values, log_probs, entropies = loss_terms(model, traj)
+    loss = 0
+    for steps, rewards, R in zip(traj.steps_of_game, traj.rewards, traj.R):
+        steps = torch.tensor(steps)
+        policy_loss, value_loss = a3c_loss(values[steps], log_probs[steps], entropies[steps], rewards, R, args)
+        loss = loss + policy_loss + args.value_loss_coef * value_loss
+    return loss / len(traj.rewards)
+
+
+def game_seed(args, rank: int, index: int) -> int:
+    """Game `index` of worker `rank`: game 0 gets the course's seed + rank; the others get seeds no
+    other game and not the test process (seed + num_processes) has."""
+    return args.seed + rank + index * (args.num_processes + 1)
+
+
+def work(rank, args, envs, model, shared_model, counter, lock, optimizer, link, ensure_shared_grads):
+    """train.py's loop, from after its set-up (seed, envs, local model, optimizer) on, on the K games
+    of `envs`."""
     torch.set_num_threads(1)  # one intra-op thread per worker: N workers share the cores, not N x cores
     threadpool_limits(1)  # the same for NumPy's BLAS, which runs the LSTM while acting
     keep_freed_memory()
@@ -144,17 +178,15 @@ def work(rank, args, env, model, shared_model, counter, lock, optimizer, link, e
     model = model.to(memory_format=torch.channels_last)
     shared_adam = all("exp_avg" in optimizer.state[p] for group in optimizer.param_groups
                       for p in group["params"])  # SharedAdam: its state exists from the start
-    state, _ = env.reset(seed=args.seed + rank)
-    game = Game(env, state, rank, args, counter, link)
+    games = [Game(env, env.reset(seed=game_seed(args, rank, k))[0], rank, k, args, counter, link)
+             for k, env in enumerate(envs)]
     while not link.stop_requested(counter, args):
         copy_weights(shared_model, model)  # 1. sync with the shared model
-        traj = play_rollout(model, game, args.num_steps)  # 2. play (and 3. bootstrap R)
+        traj = play_rollout(model, games, args.num_steps)  # 2. play (and 3. bootstrap R), every game
         with lock:
             counter.value += len(traj.actions)  # once per rollout: the same total, fewer lock round-trips
-        values, log_probs, entropies = loss_terms(model, traj)
-        policy_loss, value_loss = a3c_loss(values, log_probs, entropies, traj.rewards, traj.R, args)  # 4.
-        loss = policy_loss + args.value_loss_coef * value_loss  # 5. backward, clip, hand over, step
-        model.zero_grad()
+        loss = batch_loss(model, traj, args)  # 4. returns, GAE and the two losses of each game
+        model.zero_grad()  # 5. backward, clip, hand over, step
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         if not link.finite_update(rank, loss, grad_norm, args.max_nonfinite):

@@ -27,7 +27,7 @@ class WorkerLink:
 
     def __init__(self, name: str = "worker", stop_event=None, events=None, best=None, make_env=None):
         self.name, self.stop_event, self.events, self.best, self.make_env = name, stop_event, events, best, make_env
-        self.game_return, self.game_length = 0.0, 0  # raw score and length of the game being played
+        self.game_return, self.game_length = {}, {}  # per game of the worker: raw score and length so far
         self.skipped = self.skipped_in_a_row = 0  # non-finite updates
 
     def report(self, *event) -> None:
@@ -46,14 +46,14 @@ class WorkerLink:
         else:
             time.sleep(seconds)
 
-    def game_step(self, rank: int, counter, reward: float, done: bool, info: dict) -> None:
-        """Keep the game's raw (unclipped) score; when the game is over, report it for progress.csv.
-        With --life-loss an episode ends at each lost life, the game only when info says so."""
-        self.game_return += reward
-        self.game_length += 1
+    def game_step(self, rank: int, counter, reward: float, done: bool, info: dict, game: int = 0) -> None:
+        """Keep the raw (unclipped) score of the worker's game number `game`; when that game is over,
+        report it for progress.csv. With --life-loss an episode ends at each lost life, the game only
+        when info says so."""
+        self.game_return[game] = self.game_return.get(game, 0.0) + reward
+        self.game_length[game] = self.game_length.get(game, 0) + 1
         if done and info.get("game_over", True):
-            self.report("train", rank, counter.value, self.game_return, self.game_length)
-            self.game_return, self.game_length = 0.0, 0
+            self.report("train", rank, counter.value, self.game_return.pop(game), self.game_length.pop(game))
 
     def finite_update(self, rank: int, loss: torch.Tensor, grad_norm: torch.Tensor, max_nonfinite: int) -> bool:
         """Whether the update may go to the shared model; one whose loss or gradient is not finite is

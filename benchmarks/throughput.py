@@ -2,20 +2,26 @@
 
     python benchmarks/throughput.py                      # workers = CPU count, rollouts of 20 steps
     python benchmarks/throughput.py --workers 2 --repeats 3
+    python benchmarks/throughput.py --workers 2 --envs-per-worker 1 2 4 8 16   # a table over K
+    python benchmarks/throughput.py --workers 2 --envs-per-worker 8 --profile   # where the time goes
     python benchmarks/throughput.py --memory-minutes 10  # resident memory of the workers over 10 min
 
-Three measurements, each with N processes started the way main.py starts its workers (torch
+The measurements, each with N processes started the way main.py starts its workers (torch
 multiprocessing, a shared step counter and lock, a stop event), timed from the shared counter
 after a warm-up:
 
   ceiling  the same Atari env with the same frame processing, stepped with random actions:
            what the emulator alone allows, the upper bound for any training loop;
   train    the project's training (train.train with --rollout fast) on a shared ActorCritic
-           and SharedAdam;
+           and SharedAdam, once for each K of --envs-per-worker (games per worker);
   classic  the same with --rollout classic, the course's loop.
 
-The last line is machine-readable:
-  train_steps_per_s=... classic_steps_per_s=... ceiling_steps_per_s=... speedup_vs_classic=... fraction_of_ceiling=...
+With --profile each train measurement also times the parts of every worker's loop (the game, acting,
+learning, the optimizer step with the weight copy) and prints them per agent step.
+
+The last line is machine-readable, for the K with the highest training throughput:
+  envs_per_worker=... train_steps_per_s=... classic_steps_per_s=... ceiling_steps_per_s=...
+  speedup_vs_classic=... fraction_of_ceiling=...
 With --repeats R each figure is the median of R rounds (the spread is printed above it).
 """
 
@@ -34,7 +40,9 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
+from a3c_extras import fast_worker  # noqa: E402
 from a3c_extras.cli import fail, number  # noqa: E402
+from a3c_extras.fast_rollout import Rollout  # noqa: E402
 from a3c_extras.supervision import WorkerLink  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from main import parse_args as parse_training_args  # noqa: E402
@@ -43,6 +51,14 @@ from train import train  # noqa: E402
 
 ENV_NAME = "BreakoutDeterministic-v4"
 COUNT_EVERY = 20  # ceiling processes add to the shared counter in chunks, as workers do per rollout
+TARGETS = {"speedup_vs_classic": 2.5, "fraction_of_ceiling": 0.5}
+# --profile: the parts of a worker's loop, each the functions it times
+PARTS = {
+    "game": [(fast_worker.Game, "step")],  # the emulator, frame processing, bookkeeping
+    "acting": [(Rollout, "act"), (fast_worker, "sample_actions")],
+    "learning": [(fast_worker, "batch_loss"), (torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_")],
+    "optimizer": [(fast_worker, "fused_adam_step"), (fast_worker, "copy_weights")],
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=number(int, low=1), default=os.cpu_count() or 1,
                    help="processes in each measurement (default: the CPU count)")
     p.add_argument("--num-steps", type=number(int, low=1), default=20, help="rollout length (default: 20)")
+    p.add_argument("--envs-per-worker", type=number(int, low=1), nargs="+", default=[1], metavar="K",
+                   help="games per training worker; several values give one train measurement each (default: 1)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time the parts of the training workers' loop, per agent step")
     p.add_argument("--warmup", type=number(float, low=0), default=10,
                    help="seconds run before measuring (default: 10)")
     p.add_argument("--measure", type=number(float, above=0), default=40,
@@ -94,19 +114,48 @@ def random_player(rank, counter, lock, stop_event):
             steps = 0
 
 
-def start_processes(kind: str, workers: int, num_steps: int):
-    """Start `workers` processes of one kind; returns (processes, counter, stop_event)."""
+def profiled_train(seconds, *train_args, link):
+    """train.train with the functions of PARTS timed; adds the seconds spent in each part to `seconds`
+    (a shared array, one entry per part) when the worker stops."""
+    spent = dict.fromkeys(PARTS, 0.0)
+
+    def timed(part, function):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[part] += time.perf_counter() - start
+
+        return run
+
+    for part, functions in PARTS.items():
+        for owner, name in functions:
+            setattr(owner, name, timed(part, getattr(owner, name)))
+    try:
+        train(*train_args, link=link)
+    finally:
+        with seconds.get_lock():
+            for index, part in enumerate(PARTS):
+                seconds[index] += spent[part]
+
+
+def start_processes(kind: str, workers: int, num_steps: int, envs_per_worker: int = 1, profile=None):
+    """Start `workers` processes of one kind; returns (processes, counter, stop_event). With `profile`
+    (a shared array) the training workers time the parts of their loop into it."""
     counter, lock, stop_event = mp.Value("q", 0), mp.Lock(), mp.Event()
     if kind == "ceiling":
         targets = [(random_player, (rank, counter, lock, stop_event), {}) for rank in range(workers)]
     else:
         args = parse_training_args(["--num-processes", str(workers), "--num-steps", str(num_steps),
-                                    "--rollout", "fast" if kind == "train" else "classic"])
+                                    "--rollout", "fast" if kind == "train" else "classic",
+                                    "--envs-per-worker", str(envs_per_worker)])
         torch.manual_seed(args.seed)
         env = create_atari_env(args.env_name)
         shared_model, optimizer = shared_model_and_optimizer(args, env)
         env.close()
-        targets = [(train, (rank, args, shared_model, counter, lock, optimizer),
+        target, extra = (train, ()) if profile is None else (profiled_train, (profile,))
+        targets = [(target, (*extra, rank, args, shared_model, counter, lock, optimizer),
                     {"link": WorkerLink(stop_event=stop_event)}) for rank in range(workers)]
     processes = []
     for target, args, kwargs in targets:
@@ -162,9 +211,11 @@ def sleep_sampling(seconds: float, sampler: MemorySampler, processes, kind: str,
         time.sleep(min(interval, left))
 
 
-def measure(kind: str, args) -> tuple[float, float]:
-    """Agent steps per second (all processes together) and the peak RSS of one process (MB)."""
-    processes, counter, stop_event = start_processes(kind, args.workers, args.num_steps)
+def measure(kind: str, args, envs_per_worker: int = 1) -> tuple[float, float, dict | None]:
+    """Agent steps per second (all processes together), the peak RSS of one process (MB) and, with
+    --profile, the microseconds per agent step of each part of the loop (warm-up included)."""
+    profile = mp.Array("d", len(PARTS)) if args.profile and kind == "train" else None
+    processes, counter, stop_event = start_processes(kind, args.workers, args.num_steps, envs_per_worker, profile)
     try:
         sampler = MemorySampler(processes)
         sleep_sampling(args.warmup, sampler, processes, kind)
@@ -173,47 +224,71 @@ def measure(kind: str, args) -> tuple[float, float]:
         steps, elapsed = counter.value - start_steps, time.perf_counter() - start
     finally:
         stop_processes(processes, stop_event)
-    return steps / elapsed, sampler.peak_mb()
+    parts = None
+    if profile is not None:  # per agent step of one worker: the seconds of all workers over all their steps
+        parts = {part: profile[index] / counter.value * 1e6 for index, part in enumerate(PARTS)}
+    return steps / elapsed, sampler.peak_mb(), parts
 
 
 # ---------------------------------------------------------------- the two modes
 
 def run_throughput(args) -> None:
-    kinds = ["ceiling", "train", "classic"]
+    kinds = ["ceiling", "classic"] + [f"train K={k}" for k in args.envs_per_worker]
     rates = {kind: [] for kind in kinds}
     peaks = {kind: [] for kind in kinds}
+    parts = {}
     print(f"{args.workers} processes on {os.cpu_count()} CPUs, {ENV_NAME}, rollouts of {args.num_steps} steps, "
-          f"warm-up {args.warmup:g} s, measured {args.measure:g} s each, {args.repeats} round(s)", flush=True)
-    print(f"{'round':>5}  {'run':8} {'steps/s':>9} {'per worker':>11} {'peak RSS each':>16}", flush=True)
+          f"warm-up {args.warmup:g} s, measured {args.measure:g} s each, {args.repeats} round(s); "
+          f"K = games per training worker", flush=True)
+    print(f"{'round':>5}  {'run':11} {'steps/s':>9} {'per worker':>11} {'peak RSS each':>16}", flush=True)
     for round_ in range(1, args.repeats + 1):
         for kind in kinds:
-            rate, peak = measure(kind, args)
+            envs_per_worker = int(kind.split("=")[1]) if kind.startswith("train") else 1
+            rate, peak, kind_parts = measure(kind.split()[0], args, envs_per_worker)
             rates[kind].append(rate)
             peaks[kind].append(peak)
-            print(f"{round_:>5}  {kind:8} {rate:9.0f} {rate / args.workers:11.0f} {peak:13.0f} MB", flush=True)
+            if kind_parts:
+                parts.setdefault(kind, []).append(kind_parts)
+            print(f"{round_:>5}  {kind:11} {rate:9.0f} {rate / args.workers:11.0f} {peak:13.0f} MB", flush=True)
 
     median = {kind: statistics.median(rates[kind]) for kind in kinds}
     print()
-    print(f"{'run':8} {'median steps/s':>15} {'min..max':>14} {'spread':>7} {'peak RSS each':>16}")
+    print(f"{'run':11} {'median steps/s':>15} {'min..max':>14} {'spread':>7} {'x classic':>10} {'of ceiling':>11} "
+          f"{'peak RSS each':>14}")
     for kind in kinds:
         low, high = min(rates[kind]), max(rates[kind])
-        print(f"{kind:8} {median[kind]:15.0f} {f'{low:.0f}..{high:.0f}':>14} "
-              f"{(high - low) / median[kind] * 100:6.1f}% {max(peaks[kind]):13.0f} MB")
-    print(f"peak resident memory per worker: train {max(peaks['train']):.0f} MB, "
-          f"classic {max(peaks['classic']):.0f} MB, ceiling {max(peaks['ceiling']):.0f} MB")
-    print(f"train_steps_per_s={median['train']:.0f} classic_steps_per_s={median['classic']:.0f} "
-          f"ceiling_steps_per_s={median['ceiling']:.0f} "
-          f"speedup_vs_classic={median['train'] / median['classic']:.2f} "
-          f"fraction_of_ceiling={median['train'] / median['ceiling']:.2f}", flush=True)
+        print(f"{kind:11} {median[kind]:15.0f} {f'{low:.0f}..{high:.0f}':>14} "
+              f"{(high - low) / median[kind] * 100:6.1f}% {median[kind] / median['classic']:10.2f} "
+              f"{median[kind] / median['ceiling']:11.2f} {max(peaks[kind]):11.0f} MB")
+    if parts:
+        print()
+        print("microseconds per agent step of one worker (medians over rounds), against its wall time:")
+        print(f"{'run':11} " + " ".join(f"{part:>10}" for part in PARTS) + f" {'other':>10} {'wall':>10}")
+        for kind, rounds in parts.items():
+            per_part = {part: statistics.median(r[part] for r in rounds) for part in PARTS}
+            wall = args.workers / median[kind] * 1e6
+            print(f"{kind:11} " + " ".join(f"{per_part[part]:10.0f}" for part in PARTS)
+                  + f" {wall - sum(per_part.values()):10.0f} {wall:10.0f}")
+    best = max(kinds[2:], key=median.get)
+    figures = {"speedup_vs_classic": median[best] / median["classic"],
+               "fraction_of_ceiling": median[best] / median["ceiling"]}
+    verdict = ", ".join(f"{name} {'met' if figures[name] >= target else 'missed'} (target {target:g})"
+                        for name, target in TARGETS.items())
+    print(f"best: {best}; {verdict}")
+    print(f"envs_per_worker={best.split('=')[1]} train_steps_per_s={median[best]:.0f} "
+          f"classic_steps_per_s={median['classic']:.0f} ceiling_steps_per_s={median['ceiling']:.0f} "
+          f"speedup_vs_classic={figures['speedup_vs_classic']:.2f} "
+          f"fraction_of_ceiling={figures['fraction_of_ceiling']:.2f}", flush=True)
 
 
 def run_memory(args) -> None:
     """Resident memory of each training worker over a long run: the baseline is the first sample
     after the warm-up; growth = (last sample - baseline) / baseline."""
     total = args.memory_minutes * 60
-    print(f"{args.workers} training workers for {args.memory_minutes:g} min, RSS sampled every "
-          f"{args.sample_interval:g} s, baseline after {args.memory_warmup:g} s", flush=True)
-    processes, counter, stop_event = start_processes("train", args.workers, args.num_steps)
+    envs_per_worker = args.envs_per_worker[0]
+    print(f"{args.workers} training workers of {envs_per_worker} game(s) for {args.memory_minutes:g} min, RSS "
+          f"sampled every {args.sample_interval:g} s, baseline after {args.memory_warmup:g} s", flush=True)
+    processes, counter, stop_event = start_processes("train", args.workers, args.num_steps, envs_per_worker)
     start = time.time()
     try:
         sampler = MemorySampler(processes)

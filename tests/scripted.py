@@ -81,7 +81,7 @@ def shared_model(seed: int = 0, sharpen: float = 100.0):
 
 
 def force_actions(monkeypatch, actions):
-    """Both rollouts' samplers (Tensor.multinomial in the classic loop, sample_action in the fast one)
+    """Both rollouts' samplers (Tensor.multinomial in the classic loop, sample_actions in the fast one)
     return these actions in order."""
     forced = iter(actions)
 
@@ -89,19 +89,21 @@ def force_actions(monkeypatch, actions):
         assert probs.shape == (1, NUM_ACTIONS) and abs(probs.sum().item() - 1) < 1e-5
         return torch.tensor([[next(forced)]])
 
-    def sample_action(logits, noise):
-        return next(forced)
+    def sample_actions(logits, noise):
+        return [next(forced) for _ in logits]
 
     monkeypatch.setattr(torch.Tensor, "multinomial", multinomial, raising=False)
-    monkeypatch.setattr(a3c_extras.fast_worker, "sample_action", sample_action)
+    monkeypatch.setattr(a3c_extras.fast_worker, "sample_actions", sample_actions)
 
 
-def run_train(args, rollout: str, game: ScriptedGame, updates: int, model=None):
-    """train.py's worker on the game for `updates` updates; returns the gradients handed over."""
+def run_train(args, rollout: str, game: ScriptedGame | list[ScriptedGame], updates: int, model=None):
+    """train.py's worker on the game (or on the games, one per --envs-per-worker) for `updates` updates;
+    returns the gradients handed over."""
+    games = iter(game if isinstance(game, list) else [game])
     args.rollout, args.max_steps = rollout, 0
     model = model if model is not None else shared_model()
     stop = threading.Event()
     optimizer = RecordingOptimizer(model, updates, stop)
-    link = WorkerLink(stop_event=stop, make_env=lambda _: game)
+    link = WorkerLink(stop_event=stop, make_env=lambda _: next(games))
     train(0, args, model, SimpleNamespace(value=0), threading.Lock(), optimizer, link=link)
     return optimizer.grads

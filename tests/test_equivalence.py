@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import main
-from a3c_extras.fast_rollout import sample_action
+from a3c_extras.fast_rollout import sample_actions
 from scripted import NUM_ACTIONS, ScriptedGame, force_actions, run_train, shared_model
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -51,6 +51,29 @@ def test_fast_path_hands_over_the_course_gradient(case, gae_lambda, monkeypatch)
     assert_same_gradients(grads["fast"], grads["classic"])
 
 
+def test_a_batch_of_games_hands_over_the_mean_of_their_course_gradients(monkeypatch):
+    """--envs-per-worker 3: the games play in one batch (sampled, not forced), end their episodes at
+    different steps inside the rollouts, and carry their LSTM states; each update's gradient must be
+    the mean of the gradients the course's loop computes on each game alone with the same actions."""
+    args = main.parse_args(["--envs-per-worker", "3", "--max-grad-norm", "1e9"])  # clipping would hide a 3x
+    cases = [dict(length=None, seed=1), dict(length=7, seed=2), dict(length=13, seed=3)]
+    batch = [ScriptedGame(**case) for case in cases]
+    batched = run_train(args, "fast", batch, updates=3)
+    assert len({len(game.actions) for game in batch}) == 3  # the episodes ended inside rollouts, apart
+    per_game = []
+    args.envs_per_worker = 1
+    for case, played in zip(cases, batch):
+        assert len(set(played.actions)) > 1  # really sampled
+        force_actions(monkeypatch, played.actions)
+        game = ScriptedGame(**case)
+        per_game.append(run_train(args, "classic", game, updates=3))
+        monkeypatch.undo()
+        assert game.actions == played.actions
+    mean = [{name: sum(grads[u][name] for grads in per_game) / len(cases) for name in per_game[0][u]}
+            for u in range(3)]
+    assert_same_gradients(batched, mean)
+
+
 def test_the_scripted_game_exercises_the_bootstrap_and_the_lstm_carry():
     """In the 'bootstraps' case the critic's value of the bootstrap state is far from 0 and the LSTM
     state carried into the second rollout far from zeros, so a bug in either would change the
@@ -69,7 +92,7 @@ def test_the_scripted_game_exercises_the_bootstrap_and_the_lstm_carry():
 
 
 def test_a_seed_plays_the_same_actions_in_both_paths():
-    """sample_action draws as Tensor.multinomial does, from the same random stream: the same seed gives
+    """sample_actions draws as Tensor.multinomial does, from the same random stream: the same seed gives
     the same actions in both loops on a game whose frames follow the actions, update after update."""
     args = main.parse_args([])
     played, grads = {}, {}
@@ -82,10 +105,12 @@ def test_a_seed_plays_the_same_actions_in_both_paths():
     assert_same_gradients(grads["fast"], grads["classic"])
 
 
-def test_sample_action_draws_what_multinomial_draws():
-    logits = torch.randn(2000, 1, NUM_ACTIONS, generator=torch.Generator().manual_seed(5)) * 4
+@pytest.mark.parametrize("games", [1, 3])
+def test_sample_actions_draws_what_multinomial_draws(games):
+    """Row by row, as the course's loop would call multinomial for each game in turn."""
+    logits = torch.randn(2000, games, NUM_ACTIONS, generator=torch.Generator().manual_seed(5)) * 4
     torch.manual_seed(7)
-    expected = [torch.softmax(logit, dim=-1).multinomial(num_samples=1).item() for logit in logits]
+    expected = [[torch.softmax(row, dim=-1).multinomial(num_samples=1).item() for row in tick] for tick in logits]
     torch.manual_seed(7)
-    noise = torch.empty(NUM_ACTIONS)
-    assert [sample_action(logit[0].numpy(), noise) for logit in logits] == expected
+    noise = torch.empty(games, NUM_ACTIONS)
+    assert [sample_actions(tick.numpy(), noise) for tick in logits] == expected

@@ -230,10 +230,19 @@ def test_resume_from_a_bad_checkpoint_exits_2_with_one_line(tmp_path, kind):
 
 
 @pytest.mark.parametrize("flag, value", [("--num-processes", "0"), ("--lr", "-1"), ("--num-steps", "0"),
-                                         ("--gamma", "x"), ("--max-steps", "-5"), ("--save-interval", "0")])
+                                         ("--gamma", "x"), ("--max-steps", "-5"), ("--save-interval", "0"),
+                                         ("--envs-per-worker", "0")])
 def test_bad_values_are_refused_in_one_line(flag, value):
     out = subprocess.run([sys.executable, "main.py", flag, value], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
     assert len(lines) == 1 and flag in lines[0], out.stderr
+
+
+def test_several_games_per_worker_need_the_fast_rollout():
+    out = subprocess.run([sys.executable, "main.py", "--envs-per-worker", "2", "--rollout", "classic"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    assert len(lines) == 1 and "--envs-per-worker 2 needs --rollout fast" in lines[0], out.stderr

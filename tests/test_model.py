@@ -29,17 +29,45 @@ def test_rollout_acts_as_forward_step_by_step(memory_format):
     model = model.to(memory_format=memory_format)
     frames = torch.randn(7, 1, 42, 42)
     hx, cx = torch.randn(1, 256), torch.randn(1, 256)
-    rollout = Rollout(model, 7, hx, cx)
+    rollout = Rollout(model, 7, hx.numpy(), cx.numpy())
     for t in range(7):
-        logits = rollout.act(frames[t])
+        logits = rollout.act(frames[t : t + 1], [0])
         with torch.no_grad():
             value, logit, (hx, cx) = reference((frames[t : t + 1], (hx, cx)))
-        torch.testing.assert_close(torch.from_numpy(logits), logit[0])
-        torch.testing.assert_close(torch.tensor(rollout.value()), value[0, 0])
-        h, c = rollout.lstm_state(t + 1)
-        torch.testing.assert_close(h, hx)
-        torch.testing.assert_close(c, cx)
-    assert rollout.steps == 7
+        torch.testing.assert_close(torch.from_numpy(logits), logit)
+        torch.testing.assert_close(torch.tensor(rollout.values([0])), value[0])
+        h, c = rollout.lstm_state(0, t + 1)
+        torch.testing.assert_close(torch.from_numpy(h), hx[0])
+        torch.testing.assert_close(torch.from_numpy(c), cx[0])
+    assert rollout.ticks == 7
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_rollout_acts_on_several_games_as_forward_on_each(memory_format):
+    """K games in one batch, some stopping early: each game's logits, values and LSTM state are what
+    forward() computes on that game alone."""
+    torch.manual_seed(0)
+    model = ActorCritic(1, FOUR)
+    reference = copy.deepcopy(model)
+    model = model.to(memory_format=memory_format)
+    games, ticks = 4, 6
+    frames = torch.randn(ticks, games, 1, 42, 42)
+    hx, cx = torch.randn(games, 256), torch.randn(games, 256)
+    rollout = Rollout(model, ticks, hx.numpy(), cx.numpy())
+    playing = list(range(games))
+    for t in range(ticks):
+        if t in (2, 4):
+            playing = playing[1:] if t == 2 else [playing[0], playing[2]]  # games stop: 0, then 2
+        logits = rollout.act(frames[t, playing], playing)
+        for row, k in enumerate(playing):
+            with torch.no_grad():
+                value, logit, (h, c) = reference((frames[t, k : k + 1], (hx[k : k + 1], cx[k : k + 1])))
+            hx[k], cx[k] = h[0], c[0]
+            torch.testing.assert_close(torch.from_numpy(logits[row]), logit[0])
+            torch.testing.assert_close(torch.from_numpy(rollout.lstm_state(k, t + 1)[0]), h[0])
+            torch.testing.assert_close(torch.from_numpy(rollout.lstm_state(k, t + 1)[1]), c[0])
+        torch.testing.assert_close(torch.tensor(rollout.values(playing)), reference.critic_linear(hx[playing])[:, 0])
+    assert playing == [1, 3]
 
 
 def test_flattened_conv_features_are_288():

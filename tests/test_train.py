@@ -114,13 +114,15 @@ def _always_nan_env(args):
     return _NanCatch()
 
 
-def test_workers_learn_catch_from_chance(args):
-    """End to end: real ActorCritic, SharedAdam and two `train` processes. Random play scores about
-    -0.73 on Catch; two workers reach 0.84-1.0 after 20k steps (escaping uniform play within 4k-10k,
-    measured with and without another process loading the cores). A broken gradient, optimizer or
-    GAE stays near chance. One run, one seed: Catch has no plateau whose length would decide the
-    outcome (see tests/catch.py)."""
-    args.lr, args.max_steps = 1e-3, 20_000
+@pytest.mark.parametrize("envs_per_worker", [1, 4])
+def test_workers_learn_catch_from_chance(args, envs_per_worker):
+    """End to end: real ActorCritic, SharedAdam and two `train` processes, each playing one game (the
+    course's A3C) or four at once (--envs-per-worker 4: one update from four rollouts). Random play
+    scores about -0.73 on Catch; two workers reach 0.84-1.0 after 20k steps (one game each escapes
+    uniform play within 4k-10k steps, four games each within about 10k, measured with and without
+    another process loading the cores). A broken gradient, optimizer or GAE stays near chance. One
+    run, one seed: Catch has no plateau whose length would decide the outcome (see tests/catch.py)."""
+    args.lr, args.max_steps, args.envs_per_worker = 1e-3, 20_000, envs_per_worker
     torch.manual_seed(args.seed)
     assert greedy_return(ActorCritic(1, THREE)) < -0.3  # the model run_workers starts from (same seed) plays at chance
     shared_model, _, steps, exitcodes = run_workers(args, 2)
@@ -151,6 +153,22 @@ def test_rewards_are_clipped_for_learning_but_recorded_raw(args, monkeypatch):
     game_returns = [event[3] for event in events.queue if event[0] == "train"]
     assert len(game_returns) >= 300 // 6 - 1
     assert set(game_returns) <= {-5.0, 5.0}  # one dot per game, its raw score
+
+
+def test_each_game_of_a_worker_keeps_its_own_record(args):
+    """--envs-per-worker 3 on Catch: every game reported to progress.csv is one dot (6 steps, +-1), not
+    the sum of the three games played side by side."""
+    args.max_steps, args.envs_per_worker = 300, 3
+    events = queue.Queue()
+    shared_model = ActorCritic(1, THREE)
+    optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
+    train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer,
+          link=WorkerLink(events=events, make_env=make_catch))
+    games = [event for event in events.queue if event[0] == "train"]
+    assert len(games) >= 300 // 6 - 3
+    assert {(game_return, length) for _, _, _, game_return, length in games} <= {(-1.0, 6), (1.0, 6)}
+    # One update per rollout of the three games, and three games end in each (6 steps per dot).
+    assert optimizer.state[next(shared_model.parameters())]["step"].item() == len(games) // 3
 
 
 def test_workers_run_under_spawn(args):
