@@ -64,14 +64,25 @@ class ProgressLog:
 
 
 def read_progress(path: Path) -> dict:
-    """The CSV as arrays per kind: {"eval": (steps, rewards), "train": (steps, rewards)}."""
-    rows = {"eval": ([], []), "train": ([], [])}
+    """The CSV as arrays per kind: {"eval": (steps, rewards, seconds), "train": (steps, rewards, seconds)},
+    seconds being the run's training time when the row was written."""
+    rows = {"eval": ([], [], []), "train": ([], [], [])}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             if row.get("kind") in rows:
                 rows[row["kind"]][0].append(int(row["total_steps"]))
                 rows[row["kind"]][1].append(float(row["reward"]))
-    return {k: (np.array(s), np.array(r)) for k, (s, r) in rows.items()}
+                rows[row["kind"]][2].append(float(row["time_s"]))
+    return {k: tuple(np.array(column) for column in columns) for k, columns in rows.items()}
+
+
+def moving_average(steps: np.ndarray, rewards: np.ndarray, window: int = 100):
+    """Training returns ordered by step (workers write them slightly out of order), averaged over the
+    last `window` games: (steps, averages), from the window-th game on."""
+    order = np.argsort(steps, kind="stable")
+    steps, rewards = steps[order], rewards[order]
+    w = min(window, len(rewards))
+    return steps[w - 1 :], np.convolve(rewards, np.ones(w) / w, mode="valid")
 
 
 def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int = 100) -> None:
@@ -83,14 +94,11 @@ def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int 
 
     data = read_progress(csv_path)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    steps, rewards = data["train"]
+    steps, rewards, _ = data["train"]
     if len(rewards):
-        order = np.argsort(steps, kind="stable")
-        steps, rewards = steps[order], rewards[order]
         w = min(window, len(rewards))
-        moving = np.convolve(rewards, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1 :], moving, color="tab:blue", label=f"training return, mean of last {w} games")
-    steps, rewards = data["eval"]
+        ax.plot(*moving_average(steps, rewards, w), color="tab:blue", label=f"training return, mean of last {w} games")
+    steps, rewards, _ = data["eval"]
     if len(rewards):
         ax.plot(steps, rewards, "o-", color="tab:orange", markersize=3, linewidth=1, label="evaluation (greedy)")
     ax.set_xlabel("total agent steps")
