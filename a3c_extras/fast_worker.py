@@ -1,12 +1,14 @@
 """The worker's loop of train.py on the fast path (--rollout fast, the default): the same A3C update,
-computed without a graph per step and without a second forward pass.
+computed without a graph per step and without a second forward pass, on one game or on
+--envs-per-worker K games at once.
 
 Per update, as in train.py: sync with the shared model, play up to num_steps, bootstrap R, returns and
 GAE and the two losses, backward, clip, hand the gradients over, step the shared optimizer. What
 differs is how: acting keeps its activations (fast_rollout.Rollout), the loss terms get their graph
 from them (fast_rollout.hidden_states), the losses are computed for all steps at once, and SharedAdam
-steps in the fused kernel (fast_adam). tests/test_equivalence.py runs train.py both ways on the same
-game and checks the same actions, losses and gradients."""
+steps in the fused kernel (fast_adam). With K games the worker acts on their K frames in one batch
+and the update's loss is the mean of the K games' losses. tests/test_equivalence.py runs train.py both
+ways on the same games and checks the same actions, losses and gradients."""
 
 import ctypes
 from dataclasses import dataclass
