@@ -6,10 +6,11 @@ the global weights. This process (the driver) does what supervision.Run does on 
 checkpoints, progress.csv, the curve and the status line, and it runs the test process, which plays the global
 weights. Twice a second it asks every group, without waiting, for its games, its steps and its health.
 
-Faults: a machine whose group dies (its process killed, the machine down) is dropped, with a line on stderr, and the
-run goes on with the others: what that machine learnt up to its last sync is in the global weights, at most one sync
-interval of its work is lost. The run stops with a checkpoint and exit status 1 when no machine is left, when the
-parameter server dies, or when a worker dies inside a group (an error in training, as on one machine).
+Faults: a machine whose group dies (its process killed, the machine down) or stays silent for SILENCE_LIMIT
+seconds is dropped, with a line on stderr, and the run goes on with the others: what that machine learnt up to its
+last sync is in the global weights, at most one sync interval of its work is lost. The run stops with a checkpoint
+and exit status 1 when no machine is left, when the parameter server dies, or when a worker dies inside a group
+(an error in training, as on one machine).
 
 Ray is imported by connect(), so importing this module loads no Ray.
 """
@@ -38,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent  # the project, shipped to every m
 NOT_SHIPPED = ["/docs/", "/pretrained/", "/tools/", "/runs/", ".git", ".venv", "venv", "__pycache__"]
 START_TIMEOUT = 120  # seconds for every group to start (Ray may first start a Python worker on each machine)
 CALL_TIMEOUT = 60  # seconds for a blocking call: a checkpoint's pull, a group's stop
+# A group answers a poll within milliseconds. One silent this long is dropped: Ray itself declares a machine that
+# stopped answering (frozen, cut off) dead only after its health checks fail, about a minute by default.
+SILENCE_LIMIT = 10
 
 
 class ClusterError(Exception):
@@ -164,7 +168,7 @@ class Machines:
         self.alive = set(range(len(nodes)))
         self.steps_of = [0] * len(nodes)  # each machine's steps in this sitting
         self.sync_ms = [[] for _ in nodes]  # recent round trips of each machine's syncs
-        self.pending = {}  # machine -> its poll in flight
+        self.pending = {}  # machine -> (its poll in flight, when it was asked)
         self.pending_pull = None
         self.failure = None  # (name, why) that ends the run
         self.lost = {}
@@ -180,16 +184,17 @@ class Machines:
     def take(self, i: int, report, handle) -> None:
         for event in report.events:
             handle(event)
-        self.steps_of[i] = report.steps
+        self.steps_of[i] = max(self.steps_of[i], report.steps)
         self.sync_ms[i] = (self.sync_ms[i] + report.sync_ms)[-20:]
         if report.dead and self.failure is None:
             self.failure = report.dead
 
-    def lose(self, i: int, error) -> None:
+    def lose(self, i: int, why: str) -> None:
         """A machine's group is gone: drop it; the others go on, or the run stops when none is left."""
         self.alive.discard(i)
         self.pending.pop(i, None)
-        self.lost[i] = why_dead(error)
+        self.ray.kill(self.groups[i])  # if it was only silent: it must not train on alone
+        self.lost[i] = why
         left = f"the run goes on with {len(self.alive)} of {len(self.names)} machines" if self.alive else "none is left"
         print(f"main.py: {self.names[i]} lost: {self.lost[i]}; {left}", file=sys.stderr, flush=True)
         if not self.alive and self.failure is None:
@@ -199,17 +204,20 @@ class Machines:
         """Hand `handle` the events of every group that answered since the last call; ask those again."""
         for i in self.alive:
             if i not in self.pending:
-                self.pending[i] = self.groups[i].poll.remote()
+                self.pending[i] = (self.groups[i].poll.remote(), time.time())
         if not self.pending:
             return
-        ready, _ = self.ray.wait(list(self.pending.values()), num_returns=len(self.pending), timeout=0)
-        for i, ref in list(self.pending.items()):
+        refs = [ref for ref, _ in self.pending.values()]
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        for i, (ref, asked) in list(self.pending.items()):
             if ref in ready:
                 del self.pending[i]
                 try:
                     self.take(i, self.ray.get(ref), handle)
                 except self.actor_errors as error:
-                    self.lose(i, error)
+                    self.lose(i, why_dead(error))
+            elif time.time() - asked > SILENCE_LIMIT:
+                self.lose(i, f"no answer for {SILENCE_LIMIT} s")
 
     def refresh(self, shared_model) -> None:
         """Copy the global weights into shared_model when the last pull has answered; ask again."""
@@ -227,8 +235,11 @@ class Machines:
     def _apply(self, pulled, shared_model) -> int:
         weights, total, synced_steps = pulled
         copy_flat_(shared_model, torch.from_numpy(np.array(weights)))  # a copy: Ray's array is read-only
-        for i in self.lost:  # a lost machine's steps count as far as its work reached the global weights
-            self.steps_of[i] = synced_steps[i]
+        for i, synced in enumerate(synced_steps):
+            # A machine's last poll may predate its last sync; the count must never fall behind any group's view
+            # of it (else workers stop at the budget before the driver sees it reached). A lost machine's steps
+            # count only as far as its work reached the global weights.
+            self.steps_of[i] = synced if i in self.lost else max(self.steps_of[i], synced)
         return total
 
     def _server_died(self, error) -> None:
@@ -258,10 +269,10 @@ class Machines:
         for i, ref in stops.items():
             try:
                 if i in self.pending:  # answered before the stop: the actor runs calls in order
-                    self.take(i, self.ray.get(self.pending.pop(i), timeout=CALL_TIMEOUT), handle)
+                    self.take(i, self.ray.get(self.pending.pop(i)[0], timeout=CALL_TIMEOUT), handle)
                 report = self.ray.get(ref, timeout=CALL_TIMEOUT)
             except self.actor_errors as error:
-                self.lose(i, error)
+                self.lose(i, why_dead(error))
                 continue
             report.dead = None  # workers the stop itself had to kill are no failure
             self.take(i, report, handle)
@@ -328,8 +339,8 @@ class ClusterRun(supervision.Run):
         return super().dead_process() or self.machines.failure
 
     def stop_children(self):
+        self.machines.stop(self.handle)  # first: the groups' last syncs
         super().stop_children()
-        self.machines.stop(self.handle)
 
     def save_all(self, steps=None):
         synced = self.machines.pull_into(self.shared_model, self.optimizer)
