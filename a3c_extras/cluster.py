@@ -17,6 +17,7 @@ Ray is imported by connect(), so importing this module loads no Ray.
 
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -294,11 +295,13 @@ class Machines:
 
 
 def why_dead(error) -> str:
-    """Why an actor is gone, in one line: Ray's message names the cause after its first line."""
-    text = str(error)
-    for marker in ("Worker exit detail:", "The actor is dead because", "Error:"):
-        if marker in text:
-            return " ".join(text[text.index(marker) :].split())[:200]
+    """Why an actor is gone, in one line: Ray's message names the cause after its first line, then lists the
+    usual suspects."""
+    text = str(error).split("Some common causes")[0]
+    for pattern in (r"Worker exit detail:(.+)", r"The actor is dead because(.+)", r"(\w+(?:Error|Exception): .+)"):
+        found = re.search(pattern, text, re.DOTALL)
+        if found:
+            return " ".join(found.group(1).split())[:200]
     return first_line(error)
 
 

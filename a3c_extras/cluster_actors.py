@@ -33,22 +33,26 @@ def flat_weights(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def _parts(model, vector: torch.Tensor):
+    """Each parameter of the model with its part of a flat vector, shaped like it."""
+    offset = 0
+    for p in model.parameters():
+        yield p, vector[offset : offset + p.numel()].view(p.shape)
+        offset += p.numel()
+
+
+@torch.no_grad()
 def add_flat_(model, vector: torch.Tensor) -> None:
     """Add a flat vector to the model's parameters in place (they may be in shared memory)."""
-    with torch.no_grad():
-        offset = 0
-        for p in model.parameters():
-            p.add_(vector[offset : offset + p.numel()].view(p.shape))
-            offset += p.numel()
+    for p, part in _parts(model, vector):
+        p.add_(part)
 
 
+@torch.no_grad()
 def copy_flat_(model, vector: torch.Tensor) -> None:
     """Set the model's parameters to a flat vector, in place."""
-    with torch.no_grad():
-        offset = 0
-        for p in model.parameters():
-            p.copy_(vector[offset : offset + p.numel()].view(p.shape))
-            offset += p.numel()
+    for p, part in _parts(model, vector):
+        p.copy_(part)
 
 
 class ParameterServer:

@@ -48,25 +48,11 @@ LOOPBACK = "127.0.0.1"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="A3C on a simulated Ray cluster: steps/s with 1 and 2 nodes, sync cost")
-    p.add_argument(
-        "--workers",
-        type=number(int, low=2),
-        default=os.cpu_count() or 2,
-        help="training processes in all, split between the nodes (default: the CPU count)",
-    )
-    p.add_argument(
-        "--warmup",
-        type=number(float, low=0),
-        default=15,
-        help="seconds run before measuring, worker start-up included (default: 15)",
-    )
+    cores = os.cpu_count() or 2
+    p.add_argument("--workers", type=number(int, low=2), default=cores, help="in all, split between the nodes")
+    p.add_argument("--warmup", type=number(float, low=0), default=15, help="seconds before measuring (default: 15)")
     p.add_argument("--measure", type=number(float, above=0), default=30, help="seconds measured (default: 30)")
-    p.add_argument(
-        "--repeats",
-        type=number(int, low=1),
-        default=1,
-        help="rounds of the two layouts, alternated; figures are medians (default: 1)",
-    )
+    p.add_argument("--repeats", type=number(int, low=1), default=1, help="rounds of the two layouts (default: 1)")
     p.add_argument("--sync-interval", type=number(float, above=0), default=2, help="as main.py's (default: 2)")
     p.add_argument("--rounds", type=number(int, low=1), default=50, help="quiet syncs timed (default: 50)")
     p.error = lambda message: fail(f"{p.prog}: error: {message}")
