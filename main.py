@@ -16,7 +16,7 @@ import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 import my_optim  # noqa: E402
-from a3c_extras import cli, supervision  # noqa: E402
+from a3c_extras import cli, cluster, supervision  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from model import ActorCritic  # noqa: E402
 from test import test  # noqa: E402
@@ -67,6 +67,8 @@ def shared_model_and_optimizer(args, env):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.ray_address:  # not in the course: the same run on every machine of a Ray cluster (a3c_extras/cluster.py)
+        return cluster.main(args, shared_model_and_optimizer, create_atari_env, train, test)
 
     torch.manual_seed(args.seed)
 

@@ -49,8 +49,21 @@ def env_id(text: str) -> str:
     return text
 
 
+def ray_address(text: str) -> str:
+    """An argparse type: where the Ray cluster is (local, auto or HOST:PORT), checked without importing Ray."""
+    if text in ("local", "auto"):
+        return text
+    if text.startswith("ray://"):
+        raise argparse.ArgumentTypeError("Ray Client addresses (ray://) are not supported: run main.py on a machine "
+                                         "of the cluster, with auto or HOST:PORT")
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected local, auto or HOST:PORT, got '{text}'")
+    return text
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags the course did not have: budgets, resume, the record, videos, speed, departures."""
+    """The flags the course did not have: budgets, resume, the record, videos, speed, departures, a cluster."""
     p.add_argument("--max-steps", type=number(int, low=0), default=0,
                    help="stop after this many agent steps in total, over all workers and sittings (0: no limit)")
     p.add_argument("--max-time", type=number(float, low=0), default=0,
@@ -75,6 +88,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "their K rollouts (default: 1, the course's A3C; needs --rollout fast)")
     p.add_argument("--life-loss", action="store_true", help="departure: a lost life ends the training episode")
     p.add_argument("--fire-reset", action="store_true", help="departure: press FIRE at each start and lost life")
+    p.add_argument("--ray-address", type=ray_address, default=None, metavar="ADDRESS",
+                   help="train on every machine of a Ray cluster, --num-processes workers on each: auto (the cluster "
+                        "`ray start` joined this machine to), HOST:PORT of its head, or local (start one here)")
+    p.add_argument("--sync-interval", type=number(float, above=0), default=2,
+                   help="with --ray-address: seconds between a machine's syncs with the global weights (default: 2)")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
@@ -86,7 +104,7 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
             saved = load_checkpoint(args.resume)["args"]
         except CheckpointError as error:
             fail(f"{parser.prog}: error: {error}")
-        keep = {"resume", "run_dir", "max_steps", "max_time"}  # these belong to this sitting
+        keep = {"resume", "run_dir", "max_steps", "max_time", "ray_address"}  # these belong to this sitting
         parser.set_defaults(**{k: v for k, v in saved.items() if k not in keep and hasattr(args, k)})
         args = parser.parse_args(argv)
         if args.run_dir is None:  # carry on in the same run directory

@@ -105,6 +105,45 @@ def describe_exit(exitcode: int) -> str:
     return f"exited with status {exitcode}"
 
 
+def drain_queue(events, handle, timeout: float) -> None:
+    """Hand every event waiting in the queue to `handle`, waiting up to `timeout` for the first."""
+    try:
+        handle(events.get(timeout=timeout))
+        while True:
+            handle(events.get_nowait())
+    except queue.Empty:
+        pass
+
+
+def first_dead(processes: dict, errors: dict, budget_reached: bool):
+    """The first child that ended on its own, with why; workers end cleanly only at the step budget."""
+    for name, p in processes.items():
+        if p.exitcode is not None and (p.exitcode != 0 or not budget_reached):
+            return name, errors.get(name) or describe_exit(p.exitcode)
+    return None
+
+
+def stop_processes(processes, stop_event, drain) -> None:
+    """Ask the children to stop, give them 5 s, then kill what is left."""
+    stop_event.set()
+    deadline = time.time() + 5
+    # Keep reading the queue meanwhile: a child cannot exit before what it put there is read.
+    while time.time() < deadline and any(p.is_alive() for p in processes):
+        drain(timeout=0.1)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def load_shared(shared_model, optimizer, model_state: dict, optimizer_state: dict | None) -> None:
+    """Saved weights and optimizer statistics into the shared model and optimizer, left in shared memory."""
+    shared_model.load_state_dict(model_state)  # into the shared tensors
+    if optimizer is not None and optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+        optimizer.share_memory()  # load_state_dict made new tensors of the statistics
+
+
 class Run:
     """The main process's side of a run. Created after the shared model and optimizer, before the
     processes: with --resume it loads the checkpoint into them."""
@@ -118,10 +157,7 @@ class Run:
                 data = load_checkpoint(args.resume, shared_model.actor_linear.out_features)
             except CheckpointError as error:
                 fail(f"main.py: error: {error}")
-            shared_model.load_state_dict(data["model"])  # into the shared tensors
-            if optimizer is not None and data.get("optimizer"):
-                optimizer.load_state_dict(data["optimizer"])
-                optimizer.share_memory()  # load_state_dict made new tensors of the statistics
+            load_shared(shared_model, optimizer, data["model"], data.get("optimizer"))
             self.counter_start = data["counter"]
             self.elapsed_before = data.get("elapsed") or 0.0
             best = data.get("best_reward")
@@ -147,8 +183,11 @@ class Run:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: self.stop_requested.append(signal.Signals(signum).name))
         self.start_time = time.time()
-        print(f"Run directory: {self.run_dir}  ({args.num_processes} workers on {args.env_name}"
+        print(f"Run directory: {self.run_dir}  ({self.workers_description()} on {args.env_name}"
               f"{', resumed at step ' + format(self.counter_start, ',') if self.resumed else ''})", flush=True)
+
+    def workers_description(self) -> str:
+        return f"{self.args.num_processes} workers"
 
     def link(self, name: str) -> WorkerLink:
         """The link of the next child process started (the test process gets the best score)."""
@@ -174,19 +213,16 @@ class Run:
             self.errors[event[1]] = event[2]
 
     def drain(self, timeout: float):
-        try:
-            self.handle(self.events.get(timeout=timeout))
-            while True:
-                self.handle(self.events.get_nowait())
-        except queue.Empty:
-            pass
+        drain_queue(self.events, self.handle, timeout)
 
     def best_reward(self):
         return None if self.best.value == float("-inf") else self.best.value
 
-    def save_all(self):
+    def save_all(self, steps: int | None = None):
+        """The checkpoint (of `steps` agent steps, by default the counter's) and the learning curve."""
+        steps = self.counter.value if steps is None else steps
         save_checkpoint(self.run_dir / "checkpoint.pt", checkpoint(
-            self.shared_model, self.optimizer, self.counter.value, self.elapsed(), self.best_reward(), self.args))
+            self.shared_model, self.optimizer, steps, self.elapsed(), self.best_reward(), self.args))
         plot_learning_curve(self.run_dir / "progress.csv", self.run_dir / "learning_curve.png",
                             f"A3C on {self.args.env_name}")
 
@@ -211,23 +247,15 @@ class Run:
         return " | ".join(parts)
 
     def dead_process(self):
-        """The first child that ended on its own, with why; workers end cleanly only at the step budget."""
-        budget_reached = self.args.max_steps and self.counter.value >= self.args.max_steps
-        for name, p in self.processes.items():
-            if p.exitcode is not None and (p.exitcode != 0 or not budget_reached):
-                return name, self.errors.get(name) or describe_exit(p.exitcode)
-        return None
+        """The first child that ended on its own, with why."""
+        budget_reached = bool(self.args.max_steps and self.counter.value >= self.args.max_steps)
+        return first_dead(self.processes, self.errors, budget_reached)
 
     def stop_children(self):
-        self.stop_event.set()
-        deadline = time.time() + 5
-        # Keep reading the queue meanwhile: a child cannot exit before what it put there is read.
-        while time.time() < deadline and any(p.is_alive() for p in self.processes.values()):
-            self.drain(timeout=0.1)
-        for p in self.processes.values():
-            if p.is_alive():
-                p.kill()
-                p.join()
+        stop_processes(self.processes.values(), self.stop_event, self.drain)
+
+    def keep_up(self):
+        """Called every half second of the run: nothing on one machine (a cluster polls its machines here)."""
 
     def supervise(self, processes) -> int:
         """Until a budget, Ctrl-C or a dead child: record, checkpoint, print the status. Then stop every
@@ -238,6 +266,7 @@ class Run:
         failure, reason = None, None
         while True:
             self.drain(timeout=0.5)
+            self.keep_up()
             now = time.time()
             if self.stop_requested:
                 reason = f"stopped by {self.stop_requested[0]}"

@@ -1,0 +1,382 @@
+"""The same A3C on a Ray cluster, simulated on this machine: two nodes of ray.cluster_utils.Cluster, on loopback only.
+
+Ray binds to the machine's network address unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is in the environment and
+the node IP is 127.0.0.1: every cluster here is started with both, and a test checks that no socket of a run
+leaves loopback. Token authentication is on, with a token of the tests' own in the environment."""
+
+import argparse
+import ipaddress
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+import pytest
+import torch
+from gymnasium.spaces import Discrete
+from test_main import LiveRun, no_run_left_behind  # noqa: F401 (the fixture stops every run)
+
+import main
+from a3c_extras import cli, cluster
+from a3c_extras.checkpoints import load_checkpoint
+from a3c_extras.cluster_actors import Group, ParameterServer, flat_weights
+from catch import Catch, make_catch
+from conftest import ROOT
+from helpers import greedy_return
+from model import ActorCritic
+from train import train
+
+LOOPBACK = "127.0.0.1"
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(16),
+    "PYTHONPATH": str(ROOT / "tests"),  # the Ray workers import Catch from here
+}
+FAST = "--num-processes 1 --eval-interval 1 --record-every 0 --status-interval 1 --sync-interval 1".split()
+
+
+def ray_processes() -> list[psutil.Process]:
+    """Ray's processes (raylet, gcs_server, Ray's Python workers), ours inside Ray (actors) among them."""
+    found = []
+    for p in psutil.process_iter(["name", "cmdline", "exe"]):
+        command = " ".join(p.info["cmdline"] or [])
+        if p.info["name"] in ("raylet", "gcs_server") or "ray::" in command or "ray/_private/workers" in command:
+            found.append(p)
+    return found
+
+
+def alive(processes) -> list[psutil.Process]:
+    result = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                result.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return result
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_environment():
+    """Loopback only and token authentication, for every Ray process of this module, main.py's included."""
+    saved = {key: os.environ.get(key) for key in RAY_ENV}
+    os.environ.update(RAY_ENV)  # before Ray is imported: it reads the first one then
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def wait_until_gone(find, timeout: float = 10) -> list[psutil.Process]:
+    """What `find()` still lists after up to `timeout` seconds (Ray takes a moment to reap a killed actor)."""
+    deadline = time.time() + timeout
+    while alive(find()) and time.time() < deadline:
+        time.sleep(0.2)
+    return alive(find())
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """Two Ray nodes of one CPU each on this machine, on loopback: the tests' two machines."""
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"node_ip_address": LOOPBACK, "num_cpus": 1, "include_dashboard": False}
+    )
+    nodes.add_node(node_ip_address=LOOPBACK, num_cpus=1)
+    try:
+        yield nodes
+    finally:
+        nodes.shutdown()
+    left = wait_until_gone(ray_processes)
+    assert not left, [p.info for p in left]
+
+
+def one_line_error(out) -> list[str]:
+    return [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--ray-address", "nohost"], "expected local, auto or HOST:PORT"),
+        (["--ray-address", "local", "--no-shared"], "--no-shared is not supported"),
+        (["--ray-address", f"{LOOPBACK}:{closed_port()}"], "cannot reach the Ray cluster"),
+    ],
+)
+def test_bad_cluster_input_is_refused_in_one_line(argv, says):
+    out = subprocess.run([sys.executable, "main.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = one_line_error(out)
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in out.stderr, out.stderr
+
+
+def test_cluster_addresses_are_checked_before_ray_is_involved():
+    for good in ("local", "auto", "10.0.0.1:6379", "head.example:6379", "[::1]:6379"):
+        assert cli.ray_address(good) == good
+    for bad, says in (
+        ("ray://head:10001", "Ray Client"),
+        ("head", "HOST:PORT"),
+        ("head:0", "HOST:PORT"),
+        ("head:x", "HOST:PORT"),
+        (":6379", "HOST:PORT"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            cli.ray_address(bad)
+
+
+def test_ray_is_imported_only_with_the_flag():
+    script = "import sys, main; main.parse_args(['--num-processes', '1']); print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def no_worker_group(index, model, server, moved_during_round_trip=None):
+    """A Group with no workers and no sync thread running, whose round trip goes straight to `server`."""
+    args = SimpleNamespace(num_processes=0, max_steps=0)
+    spaces = SimpleNamespace(observation_space=SimpleNamespace(shape=(1, 42, 42)), action_space=Discrete(3))
+
+    def make(args, spaces):
+        return ActorCritic(1, spaces.action_space), None
+
+    group = Group(index, f"machine {index}", args, spaces, model.state_dict(), None, 100, None, 3600, make, train, 0)
+
+    def exchange(delta, steps):
+        answer = server.sync(index, delta, steps)
+        if moved_during_round_trip is not None:
+            moved_during_round_trip(group)
+        return np.array(answer[0]), answer[1]
+
+    group.exchange = exchange
+    return group
+
+
+def shift(model, amount: float):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(amount)
+
+
+def test_a_sync_adds_every_machines_moves_to_the_global_weights_once():
+    """Downpour's arithmetic: the server's weights move by the sum of what each group moved; a group ends with the
+    merged weights plus what its workers moved during the round trip; steps are counted once each."""
+    start = ActorCritic(1, Discrete(3))
+    w0 = flat_weights(start)
+    server = ParameterServer(w0.numpy(), steps=100, machines=2)
+
+    def workers_move_meanwhile(group):
+        shift(group.model, 0.5)
+        with group.lock:
+            group.counter.value += 7
+
+    a = no_worker_group(0, start, server, moved_during_round_trip=workers_move_meanwhile)
+    b = no_worker_group(1, start, server)
+    try:
+        shift(a.model, 1.0)
+        a.counter.value += 20
+        shift(b.model, 2.0)
+        b.counter.value += 40
+        a.sync()  # the server: w0 + 1; then a's workers move 0.5 more during the round trip
+        b.sync()  # the server: w0 + 1 + 2
+        torch.testing.assert_close(torch.from_numpy(server.weights), w0 + 3.0)
+        torch.testing.assert_close(flat_weights(b.model), w0 + 3.0)
+        torch.testing.assert_close(flat_weights(a.model), w0 + 1.5)  # merged (w0 + 1) + its 0.5 since
+        assert server.steps == 100 + 20 + 40
+        assert a.counter.value == 100 + 20 + 7 and b.counter.value == 160  # each group's view of the global count
+        a.sync()  # sends the 0.5 and the 7 steps of the round trip, takes b's move
+        torch.testing.assert_close(torch.from_numpy(server.weights), w0 + 3.5)
+        torch.testing.assert_close(flat_weights(a.model), w0 + 4.0)  # w0 + 3.5, and another 0.5 meanwhile
+        assert server.steps == 167 and server.synced_steps == [27, 40]
+        assert a.poll().steps == 27 + 7 and b.poll().steps == 40
+    finally:
+        for group in (a, b):
+            group.stop_event.set()
+
+
+def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
+    """As test_train's learning test, through the cluster path: one worker on each of two nodes, each node's
+    group syncing with the parameter server every --sync-interval (default) seconds; the global weights play."""
+    args.lr, args.max_steps, args.num_processes = 1e-3, 20_000, 1
+    torch.manual_seed(args.seed)
+    env = Catch()
+    shared_model, optimizer = main.shared_model_and_optimizer(args, env)
+    assert greedy_return(shared_model) < -0.3  # the weights the machines start from play at chance
+    ray = cluster.connect(ray_cluster.address)
+    machines = None
+    try:
+        machines = cluster.Machines(
+            ray,
+            args,
+            cluster.spaces_of(env),
+            shared_model,
+            optimizer,
+            0,
+            main.shared_model_and_optimizer,
+            train,
+            make_env=make_catch,
+        )
+        assert len(machines.names) == 2
+        deadline = time.time() + 180
+        while machines.steps() < args.max_steps and machines.failure is None and time.time() < deadline:
+            machines.poll(lambda event: None)
+            time.sleep(0.5)
+        machines.stop(lambda event: None)
+        assert machines.failure is None and not machines.lost
+        steps = machines.pull_into(shared_model, optimizer)
+    finally:
+        if machines is not None:
+            machines.shutdown()
+        ray.shutdown()
+    assert steps >= 20_000 and all(s > 5_000 for s in machines.steps_of), machines.steps_of  # both machines played
+    score = greedy_return(shared_model)
+    print(f"greedy return {score:.3f} after {steps:,} steps ({machines.steps_of})")
+    assert score > 0.5, f"greedy return after {steps} steps through the cluster: {score}; chance is about -0.73"
+
+
+def is_loopback(address) -> bool:
+    ip = ipaddress.ip_address(address.ip)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # Ray listens on ::ffff:127.0.0.1 too
+
+
+def sockets_off_loopback() -> list:
+    """Every inet socket of this test's processes (the cluster's, main.py's, Ray's workers) not on 127.0.0.1."""
+    found = []
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            for c in p.net_connections(kind="inet"):
+                if not is_loopback(c.laddr) or (c.raddr and not is_loopback(c.raddr)):
+                    found.append((p.name(), c))
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def our_actors() -> list[psutil.Process]:
+    return [p for p in ray_processes() if re.search(r"ray::(Group|ParameterServer)", " ".join(p.cmdline()))]
+
+
+def test_breakout_through_the_cluster_counts_checkpoints_and_resumes(ray_cluster, tmp_path):
+    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "800", "--run-dir", str(tmp_path))
+    run.wait_for(r"^Time ")
+    offside = sockets_off_loopback()  # while everything runs: the cluster, main.py, its actors and workers
+    assert not offside, offside
+    assert run.wait(timeout=120) == 0, run.errors
+    assert any("Machines: machine 0 (127.0.0.1), machine 1 (127.0.0.1)" in line for line in run.lines), run.lines
+    assert any(re.search(r"machine 1 \(127.0.0.1\) [\d,]+ steps/s", line) for line in run.lines), run.lines
+    saved = load_checkpoint(tmp_path, num_actions=4)
+    assert 800 <= saved["counter"] < 800 + 3000, saved["counter"]
+    assert saved["optimizer"]["state"][0]["step"].item() > 0  # a group's SharedAdam statistics
+    rows = (tmp_path / "progress.csv").read_text().splitlines()
+    assert any(row.startswith("train,") for row in rows) and (tmp_path / "learning_curve.png").exists()
+    assert not wait_until_gone(our_actors)
+
+    second = LiveRun("--ray-address", ray_cluster.address, "--resume", str(tmp_path), "--max-steps", "2000")
+    assert second.wait(timeout=120) == 0, second.errors
+    assert any("resumed at step" in line for line in second.lines)
+    resumed = load_checkpoint(tmp_path)
+    assert resumed["counter"] >= 2000 and resumed["elapsed"] > saved["elapsed"]
+    assert resumed["optimizer"]["state"][0]["step"] > saved["optimizer"]["state"][0]["step"]
+    assert any(not torch.equal(resumed["model"][k], saved["model"][k]) for k in saved["model"])
+    assert (tmp_path / "progress.csv").read_text().splitlines()[: len(rows)] == rows
+    assert not wait_until_gone(our_actors)
+
+
+def second_machines_group(run):
+    """Once both machines train: the process of machine 1's group, and its workers."""
+    run.wait_for(r"machine 1 \(127.0.0.1\) [1-9][\d,]* steps/s")
+    actors = our_actors()
+    server = next(p for p in actors if "ParameterServer" in " ".join(p.cmdline()))
+    # machine 1's group: not beside the server, which lives on main.py's node with machine 0
+    group = next(p for p in actors if "Group" in " ".join(p.cmdline()) and p.ppid() != server.ppid())
+    assert group.children()
+    return group, group.children()
+
+
+def seconds_until_lost(run, since: float) -> float:
+    while not any("lost" in line for line in run.errors) and time.time() - since < 30:
+        time.sleep(0.1)
+    assert any(
+        re.match(r"main.py: machine 1 \(127.0.0.1\) lost: .*; the run goes on with 1 of 2 machines", line)
+        for line in run.errors
+    ), run.errors
+    return time.time() - since
+
+
+def finishes_on_machine_0(run, tmp_path, workers) -> None:
+    assert run.wait(timeout=120) == 0, run.errors
+    assert any("step budget of 4,000 reached" in line for line in run.lines)
+    assert load_checkpoint(tmp_path)["counter"] >= 4000  # machine 0 carried on to the budget
+    assert any("machine 1 (127.0.0.1) lost" in line for line in run.lines)  # in the status line too
+    assert not wait_until_gone(lambda: workers) and not wait_until_gone(our_actors)
+
+
+def test_a_killed_machine_is_dropped_and_the_run_goes_on(ray_cluster, tmp_path):
+    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "4000", "--run-dir", str(tmp_path))
+    group, workers = second_machines_group(run)
+    group.kill()
+    assert seconds_until_lost(run, time.time()) < 5  # Ray tells the driver at once
+    finishes_on_machine_0(run, tmp_path, workers)
+
+
+def test_a_silent_machine_is_dropped_and_killed(ray_cluster, tmp_path):
+    """A machine that stops answering (frozen, cut off): Ray alone would wait about a minute for its health checks;
+    the run drops it after cluster.SILENCE_LIMIT seconds and has it killed, workers included."""
+    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--run-dir", str(tmp_path))
+    group, workers = second_machines_group(run)
+    group.suspend()  # SIGSTOP: alive, silent
+    try:
+        took = seconds_until_lost(run, time.time())
+        assert cluster.SILENCE_LIMIT <= took < cluster.SILENCE_LIMIT + 5, took
+        assert any(f"no answer for {cluster.SILENCE_LIMIT} s" in line for line in run.errors), run.errors
+        assert not wait_until_gone(lambda: [group, *workers])  # killed, though it never answered
+        run.wait_for(r"machine 1 \(127.0.0.1\) lost", timeout=10)  # in the status line too
+        steps_then = status_steps(run.lines)
+        time.sleep(2)
+        assert status_steps(run.lines) > steps_then  # machine 0 trains on
+        os.killpg(run.proc.pid, signal.SIGINT)
+        assert run.wait(timeout=60) == 0, run.errors
+        assert load_checkpoint(tmp_path)["counter"] >= steps_then
+    finally:
+        if group.is_running():
+            group.resume()
+
+
+def status_steps(lines) -> int:
+    """The step count of the last status line among `lines`."""
+    counts = [int(m.group(1).replace(",", "")) for line in lines if (m := re.match(r"steps ([\d,]+) \|", line))]
+    assert counts, lines
+    return counts[-1]
+
+
+def test_sigint_stops_a_local_cluster_run_cleanly(tmp_path):
+    """--ray-address local: Ray started inside main.py, which must take all of it down at Ctrl-C."""
+    run = LiveRun("--ray-address", "local", *FAST, "--run-dir", str(tmp_path))
+    run.wait_for(r"^steps [1-9]")  # the workers train (the test process may print before their first step)
+    children = run.children()
+    names = {p.name() for p in children}
+    assert {"raylet", "gcs_server"} <= names, names
+    assert not sockets_off_loopback()
+    sent = time.time()
+    os.killpg(run.proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    assert run.wait(timeout=60) == 0, run.errors
+    assert time.time() - sent < 30
+    assert any("stopped by SIGINT" in line for line in run.lines)
+    assert load_checkpoint(tmp_path)["counter"] > 0
+    left = wait_until_gone(lambda: children)
+    assert not left, [p.name() for p in left]
