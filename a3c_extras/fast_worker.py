@@ -164,9 +164,9 @@ def batch_loss(model, traj: Trajectory, args) -> torch.Tensor:
 
 
 def game_seed(args, rank: int, index: int) -> int:
-    """Game `index` of worker `rank`: game 0 gets the course's seed + rank; the others get seeds no
-    other game and not the test process (seed + num_processes) has."""
-    return args.seed + rank + index * (args.num_processes + 1)
+    """Game `index` of worker `rank`: game 0 gets the course's seed + rank; the others seeds far from
+    every worker's and the test process's (seed + num_processes), on one machine or on a cluster's."""
+    return args.seed + rank + index * 1_000_000
 
 
 def work(rank, args, envs, model, shared_model, counter, lock, optimizer, link, ensure_shared_grads):
