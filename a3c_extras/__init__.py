@@ -7,6 +7,7 @@ here imports them (the model, the environment and the course's functions are pas
     fast_adam     SharedAdam's step in PyTorch's fused kernel
     fast_worker   the worker's loop on the three above: the default (--rollout fast)
     cli           argument checking, the run's own flags, one-line errors
+    errors        an error's message in one line
     checkpoints   the checkpoint format: written atomically, loaded safely
     run_record    config.json, progress.csv and the learning curve
     supervision   the main process's side of a run, and the link from each child process to it

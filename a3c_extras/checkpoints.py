@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from a3c_extras.errors import first_line
+
 FORMAT = "a3c-breakout-checkpoint-1"
 
 
@@ -50,8 +52,8 @@ def load_checkpoint(path, num_actions: int | None = None) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and I/O errors alike: the file is unusable
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file: {reason[:120]})")
+        reason = first_line(exc, 120)
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file: {reason})")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project")
     saved_actions = data["model"]["actor_linear.weight"].shape[0]

@@ -31,7 +31,8 @@ import torch.multiprocessing as mp
 
 from a3c_extras import supervision
 from a3c_extras.cli import fail
-from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, first_line, flat_weights
+from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights
+from a3c_extras.errors import first_line
 
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent  # the project, shipped to every machine of the cluster

@@ -19,13 +19,8 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+from a3c_extras.errors import first_line
 from a3c_extras.supervision import WorkerLink, child, drain_queue, first_dead, load_shared, stop_processes
-
-
-def first_line(error: Exception, limit: int = 200) -> str:
-    """An error's message in one line (Ray's run over many)."""
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:limit]
 
 
 def flat_weights(model) -> torch.Tensor:
