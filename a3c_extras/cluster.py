@@ -38,7 +38,7 @@ LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent  # the project, shipped to every machine of the cluster
 # Media, weights and runs stay here; so do the four directories Ray leaves out by default (listed here instead,
 # see connect, so that Ray does not warn about each of them at every start).
-NOT_SHIPPED = ["/docs/", "/pretrained/", "/tools/", "/runs/", ".git", ".venv", "venv", "__pycache__"]
+NOT_SHIPPED = ["/docs/", "/pretrained/", "/training/", "/tools/", "/runs/", ".git", ".venv", "venv", "__pycache__"]
 START_TIMEOUT = 120  # seconds for every group to start (Ray may first start a Python worker on each machine)
 CALL_TIMEOUT = 60  # seconds for a blocking call: a checkpoint's pull, a group's stop
 # A group answers a poll within milliseconds. One silent this long is dropped: Ray itself declares a machine that

@@ -86,27 +86,32 @@ def moving_average(steps: np.ndarray, rewards: np.ndarray, window: int = 100):
 
 
 def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int = 100) -> None:
-    """Evaluation rewards and the moving average of training returns against total agent steps."""
+    """Evaluation rewards and the moving average of training returns, against total agent steps (left)
+    and hours of training (right; over all sittings, the pauses between them left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = read_progress(csv_path)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    steps, rewards, _ = data["train"]
-    if len(rewards):
-        w = min(window, len(rewards))
-        ax.plot(*moving_average(steps, rewards, w), color="tab:blue", label=f"training return, mean of last {w} games")
-    steps, rewards, _ = data["eval"]
-    if len(rewards):
-        ax.plot(steps, rewards, "o-", color="tab:orange", markersize=3, linewidth=1, label="evaluation (greedy)")
-    ax.set_xlabel("total agent steps")
-    ax.set_ylabel("episode reward")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.has_data():
-        ax.legend(loc="upper left")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, sharey=True)
+    for ax, x_column, x_scale, x_label in ((axes[0], 0, 1, "total agent steps"),
+                                           (axes[1], 2, 1 / 3600, "hours of training")):
+        train, evals = data["train"], data["eval"]
+        if len(train[1]):
+            w = min(window, len(train[1]))
+            x, mean = moving_average(train[x_column], train[1], w)
+            ax.plot(x * x_scale, mean, color="tab:blue", label=f"training return, mean of last {w} games")
+        if len(evals[1]):
+            ax.plot(evals[x_column] * x_scale, evals[1], "o-", color="tab:orange", markersize=3, linewidth=1,
+                    label="evaluation (greedy)")
+        ax.set_xlabel(x_label)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(loc="upper left")
+    axes[0].set_ylabel("episode reward")
+    fig.suptitle(title)
+    fig.tight_layout()
     tmp = png_path.with_name(png_path.stem + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

@@ -53,7 +53,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run_dir / "progress.csv", args.out / "progress.csv")
     plot_learning_curve(args.out / "progress.csv", args.out / "learning_curve.png",
-                        f"A3C on {data['args']['env_name']}, {data['counter']:,} agent steps")
+                        f"A3C on {data['args']['env_name']}; the shipped agent: {data['counter']:,} agent steps")
 
     with tempfile.TemporaryDirectory() as tmp:
         evaluate(argparse.Namespace(checkpoint=str(args.pretrained), env_name=None, episodes=1, record=tmp,
