@@ -85,6 +85,13 @@ def moving_average(steps: np.ndarray, rewards: np.ndarray, window: int = 100):
     return steps[w - 1 :], np.convolve(rewards, np.ones(w) / w, mode="valid")
 
 
+def training_curve(steps: np.ndarray, rewards: np.ndarray, seconds: np.ndarray, window: int = 100):
+    """The moving average of training returns (see moving_average) with the hours of training at each of
+    its points: (steps, hours, averages)."""
+    curve_steps, curve = moving_average(steps, rewards, window)
+    return curve_steps, np.sort(seconds)[len(seconds) - len(curve) :] / 3600, curve
+
+
 def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int = 100) -> None:
     """Evaluation rewards and the moving average of training returns, against total agent steps (left)
     and hours of training (right; over all sittings, the pauses between them left out)."""
@@ -94,17 +101,16 @@ def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int 
     import matplotlib.pyplot as plt
 
     data = read_progress(csv_path)
+    train, evals = data["train"], data["eval"]
+    w = min(window, len(train[1]))
+    curve_steps, curve_hours, curve = training_curve(*train, w) if w else ([], [], [])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, sharey=True)
-    for ax, x_column, x_scale, x_label in ((axes[0], 0, 1, "total agent steps"),
-                                           (axes[1], 2, 1 / 3600, "hours of training")):
-        train, evals = data["train"], data["eval"]
-        if len(train[1]):
-            w = min(window, len(train[1]))
-            x, mean = moving_average(train[x_column], train[1], w)
-            ax.plot(x * x_scale, mean, color="tab:blue", label=f"training return, mean of last {w} games")
+    for ax, x_label, curve_x, eval_x in ((axes[0], "total agent steps", curve_steps, evals[0]),
+                                         (axes[1], "hours of training", curve_hours, evals[2] / 3600)):
+        if len(curve):
+            ax.plot(curve_x, curve, color="tab:blue", label=f"training return, mean of last {w} games")
         if len(evals[1]):
-            ax.plot(evals[x_column] * x_scale, evals[1], "o-", color="tab:orange", markersize=3, linewidth=1,
-                    label="evaluation (greedy)")
+            ax.plot(eval_x, evals[1], "o-", color="tab:orange", markersize=3, linewidth=1, label="evaluation (greedy)")
         ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
         if ax.has_data():

@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from a3c_extras.cli import fail, one_line_errors  # noqa: E402
-from a3c_extras.run_record import moving_average, read_progress  # noqa: E402
+from a3c_extras.run_record import read_progress, training_curve  # noqa: E402
 
 
 def labelled_run(text: str) -> tuple[str, Path]:
@@ -57,8 +57,7 @@ def main(argv=None) -> int:
         steps, rewards, seconds = read_progress(csv_path)["train"]
         if len(rewards) == 0:
             fail(f"compare_runs.py: error: {csv_path} has no training games yet")
-        curve_steps, curve = moving_average(steps, rewards)
-        curve_hours = np.sort(seconds)[len(seconds) - len(curve) :] / 3600
+        curve_steps, curve_hours, curve = training_curve(steps, rewards, seconds)
         by_steps.plot(curve_steps, curve, label=label)
         by_hours.plot(curve_hours, curve, label=label)
         for at in args.at:
