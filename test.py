@@ -1,95 +1,74 @@
-"""The test process of A3C: plays the shared model greedily, one episode at a time, and never updates
-its weights. After each episode it prints the course's line and waits (60 s by default).
+# Test Agent
+"""The course's test.py: the test process plays the shared model greedily, one episode at a time, and
+never updates its weights; after each episode it prints the course's line and waits (60 s by default).
+Lines marked #+ are not the course's (docs/course.md says why).
 
 As a command it evaluates a saved agent (a3c_extras/evaluation.py):
     python test.py --checkpoint runs/<run>/best.pt --episodes 10 --noop-max 30 --record videos/
 """
 
-import sys
+import sys  #+
 import time
 from collections import deque
 
 import torch
 import torch.nn.functional as F
 
-from a3c_extras.supervision import WorkerLink
-from a3c_extras.videos import EvaluationVideos
+from a3c_extras import monitor, supervision  #+ what the course did not have (a3c_extras/)
 from envs import create_atari_env
-from model import LSTM_SIZE, ActorCritic
+from model import ActorCritic
 
 
-def test(rank, args, shared_model, counter, link=None):
-    torch.manual_seed(args.seed + rank)
-    torch.set_num_threads(1)
-    link = link or WorkerLink("test")  # not in the course: stop, report, best.pt (a3c_extras/supervision.py)
-    videos = EvaluationVideos(args)  # not in the course: MP4s of some episodes (a3c_extras/videos.py)
-
-    if link.make_env is None:
-        env = create_atari_env(args.env_name, render_mode=videos.render_mode, fire_reset=args.fire_reset)
-    else:  # the tests' small game
-        env = link.make_env(args)
-    env.reset(seed=args.seed + rank)
-
+def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_extras/supervision.py)
+    params, link = supervision.connect(params, link, "test")  #+ defaults of what params lacks; stop, record
+    torch.manual_seed(params.seed + rank)
+    torch.set_num_threads(1)  #+ one thread: the cores are the workers'
+    env = create_atari_env(params.env_name, video=True, link=link)  #+ link: where videos go, the departures
+    env.reset(seed=params.seed + rank)  #+ env.seed(params.seed + rank): gymnasium seeds at reset
     model = ActorCritic(env.observation_space.shape[0], env.action_space)
-
     model.eval()
-
-    state, _ = env.reset()
+    state, _ = env.reset()  #+ gymnasium: (observation, info)
     state = torch.from_numpy(state)
     reward_sum = 0
     done = True
-
     start_time = time.time()
-    start_steps = counter.value
-
-    # An agent that repeats one action (one that never presses FIRE in Breakout) would never end its episode
     actions = deque(maxlen=100)
     episode_length = 0
-    while not link.stop_requested():
+    while not link.stop_requested():  #+ while True: until the run stops
         episode_length += 1
-        # Sync with the shared model at the start of each episode: a copy, the shared weights are only read
         if done:
             model.load_state_dict(shared_model.state_dict())
-            cx = torch.zeros(1, LSTM_SIZE)
-            hx = torch.zeros(1, LSTM_SIZE)
-            num_steps = counter.value
-            videos.start_episode(env)
+            cx = torch.zeros(1, 256)  #+ Variable(..., volatile=True): torch.no_grad() below
+            hx = torch.zeros(1, 256)  #+
+            num_steps = link.total_steps()  #+ how far training was when these weights were loaded
         else:
-            cx = cx.detach()
-            hx = hx.detach()
-
-        with torch.no_grad():
-            value, logit, (hx, cx) = model((state.unsqueeze(0), (hx, cx)))
-        prob = F.softmax(logit, dim=-1)
-        action = prob.max(1, keepdim=True)[1].numpy()
-        videos.add_frame(env, state, prob, value)
-
-        state, reward, terminated, truncated, _ = env.step(action[0, 0])
-        done = terminated or truncated or episode_length >= args.max_episode_length
+            cx = cx.detach()  #+ Variable(cx.data, volatile=True)
+            hx = hx.detach()  #+ Variable(hx.data, volatile=True)
+        with torch.no_grad():  #+ volatile=True
+            value, action_value, (hx, cx) = model((state.unsqueeze(0), (hx, cx)))  #+ Variable(state...)
+        prob = F.softmax(action_value, dim=1)  #+ dim: no longer implied
+        action = prob.max(1)[1].numpy()  #+ .data
+        monitor.note(env, state, prob, value)  #+ for the video's overlay (--overlay)
+        state, reward, done, truncated, _ = env.step(action[0])  #+ gymnasium: 5 values
+        done = done or truncated or episode_length >= params.max_episode_length  #+ the course's comment, live
         reward_sum += reward
-
-        actions.append(action[0, 0])
-        if actions.count(actions[0]) == actions.maxlen:
-            done = True
-
+        actions.append(action[0])  #+ the reference's guard, which the course's deque lost: an agent
+        if actions.count(actions[0]) == actions.maxlen:  #+ that repeats one action 100 times (one that
+            done = True  #+ never presses FIRE in Breakout) would never end its episode
         if done:
-            fps = (counter.value - start_steps) / (time.time() - start_time)
-            print("Time {}, num steps {}, FPS {:.0f}, episode reward {}, episode length {}".format(
-                time.strftime("%Hh %Mm %Ss", time.gmtime(time.time() - start_time)),
-                counter.value, fps, reward_sum, episode_length), flush=True)
-            videos.end_episode(num_steps, reward_sum)
-            link.evaluation(rank, num_steps, reward_sum, episode_length, model, args)
+            print("Time {}, episode reward {}, episode length {}".format(time.strftime("%Hh %Mm %Ss", time.gmtime(time.time() - start_time)), reward_sum, episode_length)  # noqa: E501
+                  + link.speed(start_time), flush=True)  #+ num steps and FPS of the run, when there is one
+            link.evaluation(rank, num_steps, reward_sum, episode_length, model, params)  #+ the record, best.pt
             reward_sum = 0
             episode_length = 0
             actions.clear()
-            state, _ = env.reset()
-            link.wait(args.eval_interval)
-
+            state, _ = env.reset()  #+ gymnasium: (observation, info)
+            link.wait(params.eval_interval)  #+ time.sleep(60): a flag, cut short when the run stops
         state = torch.from_numpy(state)
-    videos.end_episode(None, None)  # stopped mid-episode: no video of it
+    env.close()  #+ an episode cut short by the end of the run leaves no video
 
 
-if __name__ == "__main__":
-    from a3c_extras import evaluation
+if __name__ == "__main__":  #+ python test.py --checkpoint ...: the evaluation command
+    from a3c_extras import evaluation  #+
 
-    sys.exit(evaluation.main(ActorCritic, create_atari_env))
+    sys.exit(evaluation.main(ActorCritic, create_atari_env))  #+

@@ -3,6 +3,7 @@ departures from the course (--life-loss, --fire-reset)."""
 
 import difflib
 import re
+from types import SimpleNamespace
 
 import ale_py
 import gymnasium as gym
@@ -32,15 +33,35 @@ def resolve_env_id(env_id: str) -> tuple[str, dict]:
     raise UnknownEnvError(f"unknown environment id '{env_id}'; closest valid ids: {hint}")
 
 
-def make(env_id: str, render_mode: str | None = None, life_loss: bool = False, fire_reset: bool = False) -> gym.Env:
-    """The raw game of an id (legacy ids mapped), with the opt-in departures asked for."""
+MAX_FRAMES = 108_000  # an episode ends after 30 minutes of play (27,000 agent steps at frameskip 4): the standard cap
+
+
+def make(env_id: str, video: bool = False, link=None) -> gym.Env:
+    """The course's gym.make(env_id) on today's stack: legacy ids mapped, a screen to record when `video`
+    (or link.render), episodes capped at MAX_FRAMES emulator frames, and the opt-in departures of the
+    run (link.params.life_loss, link.params.fire_reset). `link` is a run's WorkerLink or anything with
+    those attributes; None means the course's game as it is."""
+    params = getattr(link, "params", None)
     registered_id, kwargs = resolve_env_id(env_id)
-    env = gym.make(registered_id, render_mode=render_mode, **kwargs)
-    if life_loss:
+    render_mode = "rgb_array" if video or getattr(link, "render", False) else None
+    env = gym.make(registered_id, render_mode=render_mode, max_num_frames_per_episode=MAX_FRAMES, **kwargs)
+    if getattr(params, "life_loss", False):
         env = EpisodicLife(env)
-    if fire_reset:
+    if getattr(params, "fire_reset", False):
         env = FireReset(env)
     return env
+
+
+def options(render: bool = False, **params) -> SimpleNamespace:
+    """A link to no run for create_atari_env's `link`, carrying only environment options: the screen to
+    record (render) and departures or the rollout (fire_reset=True, rollout="classic", ...)."""
+    return SimpleNamespace(params=SimpleNamespace(**params), render=render, make_env=None)
+
+
+def fast_frames(link) -> bool:
+    """Whether create_atari_env processes frames with a3c_extras/fast_frames.py (the same values, bit for
+    bit): on the fast path, the default; --rollout classic runs the course's own wrappers."""
+    return getattr(getattr(link, "params", None), "rollout", "fast") == "fast"
 
 
 class EpisodicLife(gym.Wrapper):

@@ -1,10 +1,12 @@
-"""The command line beyond the course's flags: checked values, the run's own flags, one-line errors."""
+"""The command line: the course's Params filled from flags, checked values, the run's own flags, one-line
+errors; and the defaults of everything a learner's own Params does not have."""
 
 import argparse
 import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 from a3c_extras.atari import UnknownEnvError, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
@@ -95,15 +97,63 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --ray-address: seconds between a machine's syncs with the global weights (default: 2)")
 
 
-def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse the command line; with --resume, the saved run's arguments are the defaults."""
-    one_line_errors(parser)
+COURSE_FIELDS = ["lr", "gamma", "tau", "seed", "num_processes", "num_steps", "max_episode_length", "env_name"]
+
+
+def build_parser(params=None) -> argparse.ArgumentParser:
+    """main.py's command line: one flag per field of the course's Params (its defaults are the Params'
+    values), the reference's later flags, then the run's own. Values are checked (`number`)."""
+
+    def default(name, value):  # Params' value where it has the field (main.py's shows what we use)
+        return getattr(params, name, value)
+
+    p = argparse.ArgumentParser(prog="main.py", description="A3C: the course's Params from the command line")
+    course = p.add_argument_group("the course's Params")
+    course.add_argument("--lr", type=number(float, above=0), default=default("lr", 0.0001), metavar="LR",
+                        help="learning rate (default: %(default)s)")
+    course.add_argument("--gamma", type=number(float, low=0), default=default("gamma", 0.99), metavar="G",
+                        help="discount factor for rewards (default: %(default)s)")
+    course.add_argument("--tau", "--gae-lambda", dest="tau", type=number(float, low=0), default=default("tau", 1.0),
+                        metavar="L", help="lambda of generalised advantage estimation: the course's tau, the "
+                                          "reference's later --gae-lambda (default: %(default)s)")
+    course.add_argument("--seed", type=int, default=default("seed", 1), metavar="S",
+                        help="random seed; worker k uses seed + k (default: %(default)s)")
+    course.add_argument("--num-processes", type=number(int, low=1), default=default("num_processes", cpu_count()),
+                        metavar="N", help="how many training processes to use (default: %(default)s)")
+    course.add_argument("--num-steps", type=number(int, low=1), default=default("num_steps", 20), metavar="NS",
+                        help="number of forward steps in A3C (default: %(default)s)")
+    course.add_argument("--max-episode-length", type=number(int, low=1),
+                        default=default("max_episode_length", 1000000), metavar="M",
+                        help="maximum length of an episode (default: %(default)s)")
+    course.add_argument("--env-name", type=env_id, default=default("env_name", "BreakoutDeterministic-v4"),
+                        metavar="ENV", help="environment to train on (default: %(default)s)")
+    later = p.add_argument_group("the reference's later flags (the course wrote these values in train.py)")
+    later.add_argument("--entropy-coef", type=number(float, low=0), default=default("entropy_coef", 0.01),
+                       metavar="EC", help="entropy term coefficient (default: %(default)s)")
+    later.add_argument("--value-loss-coef", type=number(float, low=0), default=default("value_loss_coef", 0.5),
+                       metavar="VC", help="value loss coefficient, on top of the 0.5 inside the loss "
+                                          "(default: %(default)s)")
+    later.add_argument("--max-grad-norm", type=number(float, above=0), default=default("max_grad_norm", 40),
+                       metavar="MGN", help="gradient clipping (default: %(default)s)")
+    later.add_argument("--no-shared", action="store_true", help="use an optimizer without shared statistics")
+    add_run_arguments(p.add_argument_group("the run (not in the course)"))
+    return one_line_errors(p)
+
+
+RENAMED = {"gae_lambda": "tau"}  # checkpoints written before Params name the course's tau by the reference's name
+
+
+def read_command_line(params, argv=None):
+    """Fill the course's Params from the command line (sys.argv by default): every flag becomes an
+    attribute. With --resume, the saved run's values are the defaults."""
+    parser = build_parser(params)
     args = parser.parse_args(argv)
     if args.resume:
         try:
             saved = load_checkpoint(args.resume)["args"]
         except CheckpointError as error:
             fail(f"{parser.prog}: error: {error}")
+        saved = {RENAMED.get(k, k): v for k, v in saved.items()}
         keep = {"resume", "run_dir", "max_steps", "max_time", "ray_address"}  # these belong to this sitting
         parser.set_defaults(**{k: v for k, v in saved.items() if k not in keep and hasattr(args, k)})
         args = parser.parse_args(argv)
@@ -115,7 +165,16 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     if args.run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         args.run_dir = str(Path("runs") / f"{args.env_name.replace('/', '-')}-{stamp}")
-    return args
+    vars(params).update(vars(args))
+    return params
+
+
+def complete(params) -> SimpleNamespace:
+    """A copy of `params` with every field it lacks at its default: a learner's own Params (the course's
+    eight fields) runs train and test with the course's values and the run's defaults for the rest."""
+    defaults = build_parser(params).parse_args([])
+    values = {**vars(defaults), **{RENAMED.get(k, k): v for k, v in vars(params).items()}}
+    return SimpleNamespace(**values)
 
 
 def cpu_count() -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from a3c_extras.atari import UnknownEnvError, resolve_env_id
+from a3c_extras.atari import UnknownEnvError, options, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, load_checkpoint
 from a3c_extras.cli import fail, number, one_line_errors
 from a3c_extras.videos import add_step, recorder_for
@@ -75,8 +75,7 @@ def evaluate(args, model_class, make_env) -> dict:
     saved = data["args"]
     env_name = args.env_name or saved["env_name"]
     resolve_env_id(env_name)
-    env = make_env(env_name, render_mode="rgb_array" if args.record else None,
-                   fire_reset=saved.get("fire_reset", False))
+    env = make_env(env_name, link=options(render=bool(args.record), fire_reset=saved.get("fire_reset", False)))
     data = load_checkpoint(args.checkpoint, num_actions=env.action_space.n)
     torch.manual_seed(args.seed)
     env.reset(seed=args.seed)

@@ -11,22 +11,27 @@ import threading
 import time
 import traceback
 from collections import deque
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint, save_checkpoint
-from a3c_extras.cli import fail
+from a3c_extras.cli import complete, fail
 from a3c_extras.run_record import ProgressLog, plot_learning_curve, write_config
 
 
 class WorkerLink:
-    """A child's side of the run. Without a stop event or a queue (tests, benchmarks) it reports nothing
-    and stops only at args.max_steps. `make_env(args)` replaces the Atari game (the tests' Catch)."""
+    """A child's side of the run. Without a stop event or a queue (tests, benchmarks, the course's own
+    main.py body) it reports nothing and stops only at max_steps. `make_env(params)` replaces the Atari
+    game (the tests' Catch). `counter` is the run's shared step counter (a local one without a run)."""
 
-    def __init__(self, name: str = "worker", stop_event=None, events=None, best=None, make_env=None):
+    def __init__(self, name: str = "worker", stop_event=None, events=None, best=None, make_env=None, counter=None):
         self.name, self.stop_event, self.events, self.best, self.make_env = name, stop_event, events, best, make_env
+        self.counter = counter if counter is not None else mp.Value("q", 0, lock=False)
+        self.params = None  # the completed params, set by connect()
+        self.start_steps = 0  # the run's steps when connect() was called
         self.game_return, self.game_length = {}, {}  # per game of the worker: raw score and length so far
         self.skipped = self.skipped_in_a_row = 0  # non-finite updates
 
@@ -34,10 +39,29 @@ class WorkerLink:
         if self.events is not None:
             self.events.put(event)
 
-    def stop_requested(self, counter=None, args=None) -> bool:
-        if self.stop_event is not None and self.stop_event.is_set():
-            return True
-        return bool(args is not None and args.max_steps and counter.value >= args.max_steps)
+    def budget_reached(self) -> bool:
+        """The run's step budget, params.max_steps (0: none), is spent."""
+        max_steps = self.params.max_steps if self.params is not None else 0
+        return bool(max_steps and self.counter.value >= max_steps)
+
+    def stop_requested(self) -> bool:
+        return bool(self.stop_event is not None and self.stop_event.is_set()) or self.budget_reached()
+
+    def add_steps(self, n: int) -> None:
+        lock = self.counter.get_lock() if hasattr(self.counter, "get_lock") else nullcontext()
+        with lock:
+            self.counter.value += n
+
+    def total_steps(self) -> int:
+        return self.counter.value
+
+    def speed(self, start_time: float) -> str:
+        """The test process's line after the course's three fields: the run's agent steps and their rate
+        since this process started; nothing without a run."""
+        if self.events is None:
+            return ""
+        steps = self.total_steps()
+        return f", num steps {steps}, FPS {(steps - self.start_steps) / max(time.time() - start_time, 1e-9):.0f}"
 
     def wait(self, seconds: float) -> None:
         """Sleep, but wake up when the run stops."""
@@ -46,41 +70,51 @@ class WorkerLink:
         else:
             time.sleep(seconds)
 
-    def game_step(self, rank: int, counter, reward: float, done: bool, info: dict, game: int = 0) -> None:
-        """Keep the raw (unclipped) score of the worker's game number `game`; when that game is over,
-        report it for progress.csv. With --life-loss an episode ends at each lost life, the game only
-        when info says so."""
+    def game_step(self, rank: int, reward: float, done: bool, info: dict, game: int = 0) -> None:
+        """Count one agent step, and keep the raw (unclipped) score of the worker's game number `game`;
+        when that game is over, report it for progress.csv. With --life-loss an episode ends at each
+        lost life, the game only when info says so."""
+        self.add_steps(1)
         self.game_return[game] = self.game_return.get(game, 0.0) + reward
         self.game_length[game] = self.game_length.get(game, 0) + 1
         if done and info.get("game_over", True):
-            self.report("train", rank, counter.value, self.game_return.pop(game), self.game_length.pop(game))
+            self.report("train", rank, self.counter.value, self.game_return.pop(game), self.game_length.pop(game))
 
-    def finite_update(self, rank: int, loss: torch.Tensor, grad_norm: torch.Tensor, max_nonfinite: int) -> bool:
+    def update(self, rank: int, policy_loss, value_loss, entropy, grad_norm) -> bool:
         """Whether the update may go to the shared model; one whose loss or gradient is not finite is
         skipped and counted, and max_nonfinite of them in a row end the worker."""
-        if torch.isfinite(loss) and torch.isfinite(grad_norm):
+        if all(torch.isfinite(torch.as_tensor(x)).all() for x in (policy_loss, value_loss, grad_norm)):
             self.skipped_in_a_row = 0
             return True
         self.skipped += 1
         self.skipped_in_a_row += 1
         self.report("nonfinite", rank, self.skipped)
-        if self.skipped_in_a_row >= max_nonfinite:
+        if self.skipped_in_a_row >= self.params.max_nonfinite:
             raise FloatingPointError(f"{self.skipped_in_a_row} updates in a row had a non-finite loss or gradient")
         return False
 
-    def evaluation(self, rank: int, num_steps: int, reward: float, length: int, model, args) -> None:
+    def evaluation(self, rank: int, num_steps: int, reward: float, length: int, model, params) -> None:
         """After an evaluation episode: report it, and save the weights that earned a new best score."""
         self.report("eval", rank, num_steps, reward, length)
         if self.best is not None and reward > self.best.value:
             self.best.value = reward
-            save_checkpoint(Path(args.run_dir) / "best.pt", checkpoint(model, None, num_steps, None, reward, args))
+            save_checkpoint(Path(params.run_dir) / "best.pt", checkpoint(model, None, num_steps, None, reward, params))
 
 
-def child(link: WorkerLink, target, *args):
-    """Body of every child process: Ctrl-C is the main process's business; an exception is reported
-    to it in one line; the child ends if the main process disappears."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def connect(params, link: WorkerLink | None = None, name: str = "worker"):
+    """What train and test do first: params completed with the defaults of every field they lack (a
+    learner's own Params has the course's eight), and the link to the run, or one to no run that ends
+    this process when its parent ends (the course's main.py body starts the children this way)."""
+    params = complete(params)
+    if link is None:
+        link = WorkerLink(name)
+        end_with_parent()
+    link.params, link.start_steps = params, link.total_steps()
+    return params, link
+
+
+def end_with_parent() -> None:
+    """End this process, from a watcher thread, as soon as the process that started it is gone."""
     parent = os.getppid()
 
     def watch_parent():
@@ -89,6 +123,14 @@ def child(link: WorkerLink, target, *args):
         os._exit(1)
 
     threading.Thread(target=watch_parent, daemon=True).start()
+
+
+def child(link: WorkerLink, target, *args):
+    """Body of every child process: Ctrl-C is the main process's business; an exception is reported
+    to it in one line; the child ends if the main process disappears."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    end_with_parent()
     try:
         target(*args, link=link)
     except Exception as error:
@@ -97,6 +139,16 @@ def child(link: WorkerLink, target, *args):
         link.events.close()
         link.events.join_thread()
         sys.exit(1)
+
+
+class Child:
+    """A picklable process target: child(link, target, *args) for the arguments mp.Process passes."""
+
+    def __init__(self, link: WorkerLink, target):
+        self.link, self.target = link, target
+
+    def __call__(self, *args):
+        child(self.link, self.target, *args)
 
 
 def describe_exit(exitcode: int) -> str:
@@ -149,6 +201,7 @@ class Run:
     processes: with --resume it loads the checkpoint into them."""
 
     def __init__(self, args, shared_model, optimizer, ctx=mp):
+        args = complete(args)
         self.args, self.shared_model, self.optimizer = args, shared_model, optimizer
         self.counter_start, self.elapsed_before, best = 0, 0.0, None
         self.resumed = bool(args.resume)
@@ -192,7 +245,13 @@ class Run:
     def link(self, name: str) -> WorkerLink:
         """The link of the next child process started (the test process gets the best score)."""
         self.names.append(name)
-        return WorkerLink(name, self.stop_event, self.events, self.best if name == "test" else None)
+        return WorkerLink(name, self.stop_event, self.events, self.best if name == "test" else None,
+                          counter=self.counter)
+
+    def child(self, target) -> "Child":
+        """The target of the next child process: the course's train or test, run under the link."""
+        workers = sum(name != "test" for name in self.names)
+        return Child(self.link("test" if target.__name__ == "test" else f"worker {workers}"), target)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.start_time

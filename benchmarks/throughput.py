@@ -41,12 +41,18 @@ import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 from a3c_extras import fast_worker  # noqa: E402
-from a3c_extras.cli import fail, number  # noqa: E402
+from a3c_extras.cli import (  # noqa: E402
+    fail,
+    number,
+    read_command_line,  # noqa: E402
+)
 from a3c_extras.fast_rollout import Rollout  # noqa: E402
+from a3c_extras.shared import shared_model_and_optimizer  # noqa: E402
 from a3c_extras.supervision import WorkerLink  # noqa: E402
 from envs import create_atari_env  # noqa: E402
-from main import parse_args as parse_training_args  # noqa: E402
-from main import shared_model_and_optimizer  # noqa: E402
+from main import Params  # noqa: E402
+from model import ActorCritic  # noqa: E402
+from my_optim import SharedAdam  # noqa: E402
 from train import train  # noqa: E402
 
 ENV_NAME = "BreakoutDeterministic-v4"
@@ -147,16 +153,16 @@ def start_processes(kind: str, workers: int, num_steps: int, envs_per_worker: in
     if kind == "ceiling":
         targets = [(random_player, (rank, counter, lock, stop_event), {}) for rank in range(workers)]
     else:
-        args = parse_training_args(["--num-processes", str(workers), "--num-steps", str(num_steps),
+        args = read_command_line(Params(), ["--num-processes", str(workers), "--num-steps", str(num_steps),
                                     "--rollout", "fast" if kind == "train" else "classic",
                                     "--envs-per-worker", str(envs_per_worker)])
         torch.manual_seed(args.seed)
         env = create_atari_env(args.env_name)
-        shared_model, optimizer = shared_model_and_optimizer(args, env)
+        shared_model, optimizer = shared_model_and_optimizer(args, env, ActorCritic, SharedAdam)
         env.close()
         target, extra = (train, ()) if profile is None else (profiled_train, (profile,))
-        targets = [(target, (*extra, rank, args, shared_model, counter, lock, optimizer),
-                    {"link": WorkerLink(stop_event=stop_event)}) for rank in range(workers)]
+        targets = [(target, (*extra, rank, args, shared_model, optimizer),
+                    {"link": WorkerLink(stop_event=stop_event, counter=counter)}) for rank in range(workers)]
     processes = []
     for target, args, kwargs in targets:
         p = mp.Process(target=target, args=args, kwargs=kwargs, daemon=True)

@@ -10,6 +10,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 @pytest.fixture
 def args():
     """The default arguments of main.py, as a worker receives them."""
-    import main
+    from helpers import params_from
 
-    return main.parse_args(["--num-processes", "2"])
+    return params_from(["--num-processes", "2"])

@@ -3,7 +3,6 @@ fast: the default), its shared optimizer replaced by one that records what the w
 
 import threading
 from collections import defaultdict
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -105,5 +104,5 @@ def run_train(args, rollout: str, game: ScriptedGame | list[ScriptedGame], updat
     stop = threading.Event()
     optimizer = RecordingOptimizer(model, updates, stop)
     link = WorkerLink(stop_event=stop, make_env=lambda _: next(games))
-    train(0, args, model, SimpleNamespace(value=0), threading.Lock(), optimizer, link=link)
+    train(0, args, model, optimizer, link=link)
     return optimizer.grads

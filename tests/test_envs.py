@@ -6,17 +6,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from a3c_extras.atari import UnknownEnvError, resolve_env_id
+from a3c_extras.atari import UnknownEnvError, options, resolve_env_id
 from conftest import ROOT
-from envs import NormalizedEnv, _process_frame42, create_atari_env
+from envs import MyNormalizedEnv, _process_frame42, create_atari_env
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "course"])
 def test_processed_frame_shape_dtype_and_range(fast):
-    env = create_atari_env("ALE/Breakout-v5", fast=fast)
+    env = create_atari_env("ALE/Breakout-v5", link=options(rollout="fast" if fast else "classic"))
     raw_env = env.env  # before normalisation
     obs, _ = raw_env.reset(seed=0)
-    assert obs.shape == (1, 42, 42) and obs.dtype == np.float32
+    assert obs.shape == ((1, 42, 42) if fast else (42, 42)) and obs.dtype == np.float32  # the course: (42, 42)
+    assert env.reset(seed=0)[0].shape == (1, 42, 42)
     assert 0.0 <= obs.min() and obs.max() <= 1.0 and obs.max() > 0
 
 
@@ -25,21 +26,21 @@ def test_frame_processing_crops_resizes_and_averages_colours():
     frame[:34] = 255  # the score bar: cropped away
     frame[34:194, :80, 0] = 90  # left half: red 90, so grey 30
     out = _process_frame42(frame)
-    assert out.shape == (1, 42, 42)
-    np.testing.assert_allclose(out[0, :, :20], 30 / 255, atol=1e-6)
-    np.testing.assert_allclose(out[0, :, 22:], 0.0)
+    assert out.shape == (42, 42)  # the course's MyNormalizedEnv adds the channel axis
+    np.testing.assert_allclose(out[:, :20], 30 / 255, atol=1e-6)
+    np.testing.assert_allclose(out[:, 22:], 0.0)
 
 
 def test_normalisation_running_statistics():
-    env = NormalizedEnv(gym.make("ALE/Breakout-v5").env)
+    env = MyNormalizedEnv(gym.make("ALE/Breakout-v5").env)
     rng = np.random.default_rng(0)
     mean = std = 0.0
     for t in range(1, 6):
-        frame = rng.random((1, 42, 42), dtype=np.float32) * t
+        frame = rng.random((42, 42), dtype=np.float32) * t
         mean = 0.9999 * mean + 0.0001 * frame.mean()
         std = 0.9999 * std + 0.0001 * frame.std()
         correction = 1 - 0.9999**t
-        expected = (frame - mean / correction) / (std / correction + 1e-8)
+        expected = ((frame - mean / correction) / (std / correction + 1e-8))[np.newaxis]
         np.testing.assert_allclose(env.observation(frame), expected, rtol=1e-5, atol=1e-5)
     assert env.num_steps == 5
 
@@ -89,7 +90,7 @@ def test_unknown_id_on_the_command_line_exits_2_with_one_line():
 
 
 def test_life_loss_ends_training_episodes_but_not_the_game():
-    env = create_atari_env("BreakoutDeterministic-v4", life_loss=True, fire_reset=True)
+    env = create_atari_env("BreakoutDeterministic-v4", link=options(life_loss=True, fire_reset=True))
     env.reset(seed=0)
     ends, game_overs = 0, 0
     for _ in range(3000):
@@ -108,5 +109,5 @@ def test_frame_processing_is_the_reference_computation():
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, (210, 160, 3), dtype=np.uint8)
     small = cv2.resize(cv2.resize(frame[34:194, :160], (80, 80)), (42, 42))
-    expected = (small.mean(2).astype(np.float32) / 255.0)[None]
+    expected = small.mean(2).astype(np.float32) / 255.0
     np.testing.assert_allclose(_process_frame42(frame), expected, atol=1e-6)

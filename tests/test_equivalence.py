@@ -6,8 +6,8 @@ ending inside a rollout, rewards outside [-1, 1] clipped). Unforced, a seed play
 import pytest
 import torch
 
-import main
 from a3c_extras.fast_rollout import sample_actions
+from helpers import params_from
 from scripted import NUM_ACTIONS, ScriptedGame, force_actions, run_train, shared_model
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -39,7 +39,7 @@ CASES = {
 @pytest.mark.parametrize("gae_lambda", ["1.0", "0.95"])
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_fast_path_hands_over_the_course_gradient(case, gae_lambda, monkeypatch):
-    args = main.parse_args(["--gae-lambda", gae_lambda])
+    args = params_from(["--gae-lambda", gae_lambda])
     actions = torch.randint(0, NUM_ACTIONS, (100,), generator=torch.Generator().manual_seed(3)).tolist()
     grads = {}
     for rollout in ("classic", "fast"):
@@ -55,7 +55,7 @@ def test_a_batch_of_games_hands_over_the_mean_of_their_course_gradients(monkeypa
     """--envs-per-worker 3: the games play in one batch (sampled, not forced), end their episodes at
     different steps inside the rollouts, and carry their LSTM states; each update's gradient must be
     the mean of the gradients the course's loop computes on each game alone with the same actions."""
-    args = main.parse_args(["--envs-per-worker", "3", "--max-grad-norm", "1e9"])  # clipping would hide a 3x
+    args = params_from(["--envs-per-worker", "3", "--max-grad-norm", "1e9"])  # clipping would hide a 3x
     cases = [dict(length=None, seed=1), dict(length=7, seed=2), dict(length=13, seed=3)]
     batch = [ScriptedGame(**case) for case in cases]
     batched = run_train(args, "fast", batch, updates=3)
@@ -94,7 +94,7 @@ def test_the_scripted_game_exercises_the_bootstrap_and_the_lstm_carry():
 def test_a_seed_plays_the_same_actions_in_both_paths():
     """sample_actions draws as Tensor.multinomial does, from the same random stream: the same seed gives
     the same actions in both loops on a game whose frames follow the actions, update after update."""
-    args = main.parse_args([])
+    args = params_from([])
     played, grads = {}, {}
     for rollout in ("classic", "fast"):
         game = ScriptedGame(echo=True)

@@ -8,10 +8,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
+import av
+import psutil
 import pytest
 
 from conftest import ROOT
+from envs import create_atari_env
 
 COURSE = ["main", "model", "train", "test", "my_optim", "envs"]
 
@@ -64,57 +68,108 @@ def test_no_import_cycle():
         visit(module)
 
 
-COURSE_CALLS = """
+# The course's main.py, line for line as its learners have it, but for the guard spawn needs, a shorter
+# game and two processes: its own Params with the course's eight fields, nothing from a3c_extras.
+COURSE_MAIN = """
+import os
+import torch
 import torch.multiprocessing as mp
-
-import main
-import my_optim
 from envs import create_atari_env
 from model import ActorCritic
-from test import test
 from train import train
+from test import test
+import my_optim
 
-if __name__ == "__main__":
-    args = main.parse_args(["--max-steps", "300", "--eval-interval", "0", "--record-every", "0", *{extra}])
-    env = create_atari_env(args.env_name)
+class Params():
+    def __init__(self):
+        self.lr = 0.0001
+        self.gamma = 0.99
+        self.tau = 1.
+        self.seed = 1
+        self.num_processes = 2
+        self.num_steps = 20
+        self.max_episode_length = 10000
+        self.env_name = 'BreakoutDeterministic-v4'
+
+if __name__ == '__main__':
+    os.environ['OMP_NUM_THREADS'] = '1'
+    params = Params()
+    torch.manual_seed(params.seed)
+    env = create_atari_env(params.env_name)
     shared_model = ActorCritic(env.observation_space.shape[0], env.action_space)
     shared_model.share_memory()
-    optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
+    optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=params.lr)
     optimizer.share_memory()
-    counter, lock = mp.Value("i", 0), mp.Lock()
-    p = mp.Process(target=test, args=(args.num_processes, args, shared_model, counter), daemon=True)
+    before = [t.clone() for t in shared_model.parameters()]  # the test's: is the shared model trained?
+    processes = []
+    p = mp.Process(target=test, args=(params.num_processes, params, shared_model))
     p.start()
-    before = [t.clone() for t in shared_model.parameters()]
-    train(0, args, shared_model, counter, lock, optimizer)
+    processes.append(p)
+    for rank in range(0, params.num_processes):
+        p = mp.Process(target=train, args=(rank, params, shared_model, optimizer))
+        p.start()
+        processes.append(p)
+    import time; time.sleep(20)  # the test's: watch the shared weights while the processes run
     changed = any(not a.equal(b) for a, b in zip(before, shared_model.parameters()))
-    print(f"steps {{counter.value}} updates {{optimizer.state[shared_model.conv1.weight]['step'].item():.0f}} "
-          f"changed {{changed}}", flush=True)
-    p.join()  # the course's test process plays on forever: the test stops it once it has printed
+    print(f"changed {changed} children {[q.pid for q in processes]}", flush=True)
+    for p in processes:
+        p.join()
 """
 
 
-@pytest.mark.parametrize("rollout", ["classic", "fast"])
-def test_the_course_calls_run_as_typed(rollout, tmp_path):
-    """ActorCritic(env.observation_space.shape[0], env.action_space), SharedAdam, train(rank, args,
-    shared_model, counter, lock, optimizer) and test(rank, args, shared_model, counter), as the course
-    and the reference's last version call them."""
-    script = tmp_path / "course_calls.py"
-    script.write_text(COURSE_CALLS.format(extra=["--rollout", rollout]))
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, start_new_session=True, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+def test_the_course_main_body_trains_and_the_test_process_prints_its_line(tmp_path):
+    """The course's main.py body as typed: its Params (eight fields), train(rank, params, shared_model,
+    optimizer) and test(rank, params, shared_model) in mp.Process. The shared weights change, the test
+    process prints the course's line, it records its episodes into ./test as the course's Monitor did,
+    and the children end when the main process is killed."""
+    script = tmp_path / "course_main.py"
+    script.write_text(COURSE_MAIN)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     lines = []
     timer = threading.Timer(180, os.killpg, (proc.pid, signal.SIGKILL))  # a hang fails, never blocks
     timer.start()
     try:
         for line in proc.stdout:
             lines.append(line.strip())
-            if any(x.startswith("steps ") for x in lines) and any(x.startswith("Time ") for x in lines):
+            if any(x.startswith("changed ") for x in lines) and any(x.startswith("Time ") for x in lines):
                 break
+        proc.kill()  # the main process alone, as a kill from outside would: its children must follow
+        proc.wait()
+        summary = [line for line in lines if line.startswith("changed ")]
+        assert summary, lines
+        children = [int(pid) for pid in re.findall(r"\d+", summary[0].split("children")[1])]
+        deadline = time.time() + 10
+        while time.time() < deadline and any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                                             for pid in children):
+            time.sleep(0.2)
+        left = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     finally:
         timer.cancel()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    summary = [line for line in lines if line.startswith("steps ")]
-    assert summary and any(re.match(r"Time .*episode reward", line) for line in lines), lines
-    _, steps, _, updates, _, changed = summary[0].split()
-    assert int(steps) >= 300 and int(updates) >= 300 // 20 and changed == "True"
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert summary[0].startswith("changed True"), summary
+    assert any(re.fullmatch(r"Time \d\dh \d\dm \d\ds, episode reward [-\d.]+, episode length \d+", x)
+               for x in lines), lines
+    assert left == [], f"children still running after the main process was killed: {left}"
+    videos = sorted((tmp_path / "test").glob("episode-*.mp4"))
+    assert videos and videos[0].name.startswith("episode-000000-"), list((tmp_path / "test").iterdir())
+
+
+def test_the_course_create_atari_env_with_video_records_an_mp4(tmp_path, monkeypatch):
+    """create_atari_env(env_id, video=True), as the course's test.py calls it: episodes 0, 1, 8, 27, ...
+    go to ./test as MP4s, as gym's Monitor recorded them."""
+    monkeypatch.chdir(tmp_path)
+    env = create_atari_env("BreakoutDeterministic-v4", video=True)
+    for _ in range(3):
+        env.reset(seed=0)
+        for _ in range(30):
+            env.step(1)
+    env.reset()
+    names = sorted(p.name for p in (tmp_path / "test").iterdir())
+    assert names == ["episode-000000-reward0.mp4", "episode-000001-reward0.mp4"], names  # episode 2: not a cube
+    with av.open(str(tmp_path / "test" / names[0])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30  # one frame per agent step

@@ -15,11 +15,11 @@ import pytest
 import torch
 from gymnasium.spaces import Discrete
 
-import main
 from a3c_extras import supervision
 from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint, save_checkpoint
 from conftest import ROOT
 from envs import create_atari_env
+from helpers import params_from, shared_model_and_optimizer
 from model import ActorCritic
 
 FAST = ["--num-processes", "2", "--eval-interval", "1", "--record-every", "0", "--status-interval", "2"]
@@ -76,7 +76,7 @@ class LiveRun:
 
 def test_breakout_trains_and_prints_test_lines(tmp_path):
     run = LiveRun("--env-name", "BreakoutDeterministic-v4", "--num-processes", "2", "--run-dir", str(tmp_path))
-    run.wait_for(r"^Time \d\dh \d\dm \d\ds, num steps \d+, FPS \d+, episode reward [-\d.]+, episode length \d+$")
+    run.wait_for(r"^Time \d\dh \d\dm \d\ds, episode reward [-\d.]+, episode length \d+, num steps \d+, FPS \d+$")
     time.sleep(3)
     os.killpg(run.proc.pid, signal.SIGINT)
     assert run.wait(timeout=30) == 0
@@ -118,9 +118,9 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
     rows_before = (tmp_path / "progress.csv").read_text().splitlines()
 
     # What the main process holds after resuming equals what was saved.
-    args = main.parse_args(["--resume", str(tmp_path), "--max-steps", "2000"])
+    args = params_from(["--resume", str(tmp_path), "--max-steps", "2000"])
     assert args.num_processes == 2 and args.record_every == 0  # the saved run's settings are the defaults
-    shared_model, optimizer = main.shared_model_and_optimizer(args, create_atari_env(args.env_name))
+    shared_model, optimizer = shared_model_and_optimizer(args, create_atari_env(args.env_name))
     run = supervision.Run(args, shared_model, optimizer)
     assert run.counter.value == saved["counter"]
     for key, value in run.shared_model.state_dict().items():
@@ -179,7 +179,7 @@ def test_a_killed_worker_stops_the_run_with_its_name(tmp_path):
 
 
 def _checkpoint_payload(num_actions=4, counter=7):
-    return checkpoint(ActorCritic(1, Discrete(num_actions)), None, counter, 1.0, None, main.parse_args([]))
+    return checkpoint(ActorCritic(1, Discrete(num_actions)), None, counter, 1.0, None, params_from([]))
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):

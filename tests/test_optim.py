@@ -6,6 +6,11 @@ from a3c_extras.fast_adam import fused_adam_step
 from my_optim import SharedAdam
 
 
+def in_shared_memory(optimizer):
+    optimizer.share_memory()  # the course's share_memory() returns nothing
+    return optimizer
+
+
 def _grad_sequence(steps, shapes, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [[torch.randn(shape, generator=g) for shape in shapes] for _ in range(steps)]
@@ -17,7 +22,7 @@ def test_matches_torch_adam_over_20_steps():
     shared = [torch.nn.Parameter(p.detach().clone()) for p in reference]
     kwargs = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.001)
     adam = torch.optim.Adam(reference, **kwargs)
-    shared_adam = SharedAdam(shared, **kwargs).share_memory()
+    shared_adam = in_shared_memory(SharedAdam(shared, **kwargs))
     for grads in _grad_sequence(20, [p.shape for p in reference]):
         for optimizer, params in ((adam, reference), (shared_adam, shared)):
             for p, g in zip(params, grads):
@@ -36,7 +41,8 @@ def test_fused_step_updates_as_the_course_step_does():
     torch.manual_seed(0)
     course = [torch.nn.Parameter(torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.randn(5))]
     fused = [torch.nn.Parameter(p.detach().clone()) for p in course]
-    course_adam, fused_adam = SharedAdam(course, lr=0.01).share_memory(), SharedAdam(fused, lr=0.01).share_memory()
+    course_adam = in_shared_memory(SharedAdam(course, lr=0.01))
+    fused_adam = in_shared_memory(SharedAdam(fused, lr=0.01))
     for grads in _grad_sequence(20, [p.shape for p in course]):
         for p, q, g in zip(course, fused, grads):
             p.grad, q.grad = g.clone(), g.clone()
@@ -56,7 +62,7 @@ def test_a_gradient_laid_out_unlike_its_parameter_is_applied_element_by_element(
     reference = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
     shared = torch.nn.Parameter(reference.detach().clone())
     adam = SharedAdam([reference], lr=0.1)
-    shared_adam = SharedAdam([shared], lr=0.1).share_memory()
+    shared_adam = in_shared_memory(SharedAdam([shared], lr=0.1))
     for grad in _grad_sequence(3, [reference.shape]):
         reference.grad = grad[0].clone()
         shared.grad = grad[0].contiguous(memory_format=torch.channels_last)
@@ -73,7 +79,7 @@ def _child_step(param, optimizer):
 def test_step_in_a_child_process_is_seen_by_the_parent():
     param = torch.nn.Parameter(torch.zeros(4))
     param.data.share_memory_()
-    optimizer = SharedAdam([param], lr=0.1).share_memory()
+    optimizer = in_shared_memory(SharedAdam([param], lr=0.1))
     ctx = multiprocessing.get_context("fork")
     child = ctx.Process(target=_child_step, args=(param, optimizer))
     child.start()

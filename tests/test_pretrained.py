@@ -6,6 +6,7 @@ import sys
 
 import torch
 
+from a3c_extras.atari import options
 from a3c_extras.evaluation import play_episode
 from conftest import ROOT
 from envs import create_atari_env
@@ -16,7 +17,7 @@ PRETRAINED = ROOT / "pretrained" / "breakout.pt"
 
 def test_shipped_checkpoint_loads_with_weights_only_and_plays():
     data = torch.load(PRETRAINED, map_location="cpu", weights_only=True)
-    env = create_atari_env(data["args"]["env_name"], fire_reset=data["args"]["fire_reset"])
+    env = create_atari_env(data["args"]["env_name"], link=options(fire_reset=data["args"]["fire_reset"]))
     model = ActorCritic(env.observation_space.shape[0], env.action_space)
     model.load_state_dict(data["model"])
     model.eval()

@@ -1,6 +1,5 @@
 import queue
 import threading
-from types import SimpleNamespace
 
 import torch
 from gymnasium.spaces import Discrete
@@ -15,8 +14,7 @@ def test_evaluation_never_changes_the_shared_weights(args):
     shared_model = ActorCritic(1, Discrete(4))
     before = {k: v.clone() for k, v in shared_model.state_dict().items()}
     stop, events = threading.Event(), queue.Queue()
-    counter = SimpleNamespace(value=0)
-    thread = threading.Thread(target=test_process.test, args=(args.num_processes, args, shared_model, counter),
+    thread = threading.Thread(target=test_process.test, args=(args.num_processes, args, shared_model),
                               kwargs={"link": WorkerLink("test", stop_event=stop, events=events)})
     thread.start()
     first = events.get(timeout=120)

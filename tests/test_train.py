@@ -5,20 +5,19 @@ import pytest
 import torch
 from gymnasium.spaces import Discrete
 
-import main
 import my_optim
 from a3c_extras import fast_worker
 from a3c_extras.fast_worker import a3c_loss
 from a3c_extras.supervision import WorkerLink
 from catch import Catch, make_catch
-from helpers import greedy_return, run_workers
+from helpers import greedy_return, params_from, run_workers
 from model import ActorCritic
 from scripted import ScriptedGame, force_actions, run_train
 from train import train
 
 THREE = Discrete(3)  # Catch's actions
 
-LOSS_ARGS = SimpleNamespace(gamma=0.9, gae_lambda=0.8, entropy_coef=0.01)
+LOSS_ARGS = SimpleNamespace(gamma=0.9, tau=0.8, entropy_coef=0.01)
 REWARDS = [1.0, 0.0, -1.0]
 
 
@@ -56,7 +55,7 @@ def test_a3c_loss_on_a_hand_computed_rollout(R, value_loss, policy_loss, value_g
 def test_shared_gradient_is_the_latest_local_gradient(rollout, monkeypatch):
     """The PyTorch 2 pitfall: the same episode played three times by unchanged weights must hand the
     same gradient to the shared model each time, not the sum of the old ones (1x, 2x, 3x)."""
-    args = main.parse_args(["--max-grad-norm", "1e9"])  # no clipping: it would hide a 2x gradient
+    args = params_from(["--max-grad-norm", "1e9"])  # no clipping: it would hide a 2x gradient
     force_actions(monkeypatch, [0, 1, 2, 3, 1] * 12)
     grads = run_train(args, rollout, ScriptedGame(length=20, repeat=True), updates=3)
     assert len(grads) == 3
@@ -72,14 +71,14 @@ def test_non_finite_update_is_skipped_and_weights_stay_finite(args):
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     before = [p.detach().clone() for p in shared_model.parameters()]
     events = queue.Queue()
-    counter = SimpleNamespace(value=0)
-    train(0, args, shared_model, counter, _NoLock(), optimizer, link=WorkerLink(events=events, make_env=_catch_env))
+    link = WorkerLink(events=events, make_env=_catch_env)
+    train(0, args, shared_model, optimizer, link=link)
     kinds = [e[0] for e in list(events.queue)]
     assert kinds.count("nonfinite") == 1  # the one update with the NaN reward
     assert all(torch.isfinite(p).all() for p in shared_model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, shared_model.parameters()))  # the others applied
     # Every Catch episode is one 6-step rollout: all of them but one stepped the optimizer.
-    assert optimizer.state[next(shared_model.parameters())]["step"].item() == counter.value // 6 - 1
+    assert optimizer.state[next(shared_model.parameters())]["step"].item() == link.total_steps() // 6 - 1
 
 
 def test_many_non_finite_updates_in_a_row_stop_the_worker(args):
@@ -87,17 +86,8 @@ def test_many_non_finite_updates_in_a_row_stop_the_worker(args):
     shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     with pytest.raises(FloatingPointError, match="3 updates in a row"):
-        train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer,
-              link=WorkerLink(make_env=_always_nan_env))
+        train(0, args, shared_model, optimizer, link=WorkerLink(make_env=_always_nan_env))
     assert all(torch.isfinite(p).all() for p in shared_model.parameters())
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _catch_env(args):
@@ -146,8 +136,7 @@ def test_rewards_are_clipped_for_learning_but_recorded_raw(args, monkeypatch):
     events = queue.Queue()
     shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
-    train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer,
-          link=WorkerLink(events=events, make_env=make_catch))
+    train(0, args, shared_model, optimizer, link=WorkerLink(events=events, make_env=make_catch))
     assert len(seen) >= 300
     assert set(seen) <= {-1.0, 0.0, 1.0} and {-1.0, 1.0} & set(seen)  # every dot ends in a clipped +-1
     game_returns = [event[3] for event in events.queue if event[0] == "train"]
@@ -162,8 +151,7 @@ def test_each_game_of_a_worker_keeps_its_own_record(args):
     events = queue.Queue()
     shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
-    train(0, args, shared_model, SimpleNamespace(value=0), _NoLock(), optimizer,
-          link=WorkerLink(events=events, make_env=make_catch))
+    train(0, args, shared_model, optimizer, link=WorkerLink(events=events, make_env=make_catch))
     games = [event for event in events.queue if event[0] == "train"]
     assert len(games) >= 300 // 6 - 3
     assert {(game_return, length) for _, _, _, game_return, length in games} <= {(-1.0, 6), (1.0, 6)}

@@ -16,12 +16,13 @@ import pytest
 import torch
 from gymnasium.spaces import Discrete
 
-import main
 from a3c_extras import videos as video
+from a3c_extras.atari import options
 from a3c_extras.checkpoints import checkpoint as checkpoint_of
 from a3c_extras.checkpoints import save_checkpoint
 from a3c_extras.evaluation import play_episode
 from envs import create_atari_env
+from helpers import params_from
 from model import ActorCritic
 
 ROOT = Path(__file__).resolve().parents[1]  # the commands run from the repository root
@@ -138,7 +139,7 @@ def test_overlay_video_is_wider_and_shows_the_composed_frames(tmp_path):
 
 def test_a_real_breakout_episode_is_recorded_frame_for_frame(tmp_path):
     torch.manual_seed(0)
-    env = create_atari_env("BreakoutDeterministic-v4", render_mode="rgb_array")
+    env = create_atari_env("BreakoutDeterministic-v4", link=options(render=True))
     env.reset(seed=0)
     model = ActorCritic(1, Discrete(4))
     model.eval()
@@ -271,7 +272,7 @@ def evaluations(tmp_path_factory):
     """A fresh model's checkpoint, evaluated twice with the same seed: without and with the overlay."""
     folder = tmp_path_factory.mktemp("evaluate")
     checkpoint = folder / "fresh.pt"
-    save_checkpoint(checkpoint, checkpoint_of(ActorCritic(1, Discrete(4)), None, 0, 0.0, None, main.parse_args([])))
+    save_checkpoint(checkpoint, checkpoint_of(ActorCritic(1, Discrete(4)), None, 0, 0.0, None, params_from([])))
     before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     runs = {}
     for name, extra in (("plain", []), ("overlay", ["--overlay"])):

@@ -13,6 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from a3c_extras.atari import options  # noqa: E402
 from a3c_extras.evaluation import play_episode  # noqa: E402
 from a3c_extras.videos import compose_frame, save_picture  # noqa: E402
 from envs import create_atari_env  # noqa: E402
@@ -21,7 +22,7 @@ from model import ActorCritic  # noqa: E402
 
 def overlay_picture(path, steps: int = 40, seed: int = 1) -> np.ndarray:
     torch.manual_seed(seed)
-    env = create_atari_env("BreakoutDeterministic-v4", render_mode="rgb_array", fire_reset=True)
+    env = create_atari_env("BreakoutDeterministic-v4", link=options(render=True, fire_reset=True))
     env.reset(seed=seed)
     model = ActorCritic(env.observation_space.shape[0], env.action_space)
     names = env.unwrapped.get_action_meanings()
