@@ -6,7 +6,6 @@ import cv2
 import gymnasium as gym  #+ gym is now gymnasium
 import numpy as np
 from gymnasium.spaces import Box  #+ gym.spaces.box
-
 from a3c_extras import atari, fast_frames, monitor  #+ what the course did not have (a3c_extras/)
 
 # Taken from https://github.com/openai/universe-starter-agent
@@ -42,7 +41,7 @@ def _process_frame42(frame):
 class MyAtariRescale42x42(gym.ObservationWrapper):
 
     def __init__(self, env=None):
-        super().__init__(env)
+        super(MyAtariRescale42x42, self).__init__(env)
         self.observation_space = Box(0.0, 1.0, [1, 42, 42], dtype=np.float32)  #+ dtype: gymnasium asks for it
 
     def observation(self, observation):  #+ gym's _observation is gymnasium's observation
@@ -52,7 +51,7 @@ class MyAtariRescale42x42(gym.ObservationWrapper):
 class MyNormalizedEnv(gym.ObservationWrapper):
 
     def __init__(self, env=None):
-        super().__init__(env)
+        super(MyNormalizedEnv, self).__init__(env)
         self.state_mean = 0
         self.state_std = 0
         self.alpha = 0.9999

@@ -10,21 +10,19 @@ process and N Hogwild training workers around them. Lines marked #+ are not the 
 """
 
 import os
-import sys  #+
-
 import torch
 import torch.multiprocessing as mp
-
-import my_optim
-from a3c_extras import cli, cluster, supervision  #+ what the course did not have (a3c_extras/)
 from envs import create_atari_env
 from model import ActorCritic
-from test import test
 from train import train
+from test import test
+import my_optim
+import sys  #+
+from a3c_extras import cli, cluster, supervision  #+ what the course did not have (a3c_extras/)
 
 
 # Gathering all the parameters (that we can modify to explore)
-class Params:
+class Params():
     def __init__(self):
         self.lr = 0.0001
         self.gamma = 0.99

@@ -39,7 +39,7 @@ def weights_init(m):
 class ActorCritic(torch.nn.Module):
 
     def __init__(self, num_inputs, action_space):
-        super().__init__()
+        super(ActorCritic, self).__init__()
         self.conv1 = nn.Conv2d(num_inputs, 32, 3, stride=2, padding=1)  # 42 -> 21
         self.conv2 = nn.Conv2d(32, 32, 3, stride=2, padding=1)  # 21 -> 11
         self.conv3 = nn.Conv2d(32, 32, 3, stride=2, padding=1)  # 11 -> 6

@@ -12,7 +12,7 @@ import torch.optim as optim
 class SharedAdam(optim.Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
-        super().__init__(params, lr, betas, eps, weight_decay)
+        super(SharedAdam, self).__init__(params, lr, betas, eps, weight_decay)
         for group in self.param_groups:
             for p in group['params']:
                 state = self.state[p]

@@ -7,16 +7,14 @@ As a command it evaluates a saved agent (a3c_extras/evaluation.py):
     python test.py --checkpoint runs/<run>/best.pt --episodes 10 --noop-max 30 --record videos/
 """
 
-import sys  #+
-import time
-from collections import deque
-
 import torch
 import torch.nn.functional as F
-
-from a3c_extras import monitor, supervision  #+ what the course did not have (a3c_extras/)
 from envs import create_atari_env
 from model import ActorCritic
+import time
+from collections import deque
+import sys  #+
+from a3c_extras import monitor, supervision  #+ what the course did not have (a3c_extras/)
 
 
 def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_extras/supervision.py)

@@ -7,11 +7,10 @@ shared model and step the shared optimizer (Hogwild: no lock). Lines marked #+ a
 
 import torch
 import torch.nn.functional as F
-import torch.optim as optim  #+ --no-shared: a plain Adam per worker
-
-from a3c_extras import fast_worker, supervision  #+ what the course did not have (a3c_extras/)
 from envs import create_atari_env
 from model import ActorCritic
+import torch.optim as optim  #+ --no-shared: a plain Adam per worker
+from a3c_extras import fast_worker, supervision  #+ what the course did not have (a3c_extras/)
 
 
 def ensure_shared_grads(model, shared_model):
