@@ -1,6 +1,7 @@
 """The command line beyond the course's flags: checked values, the run's own flags, one-line errors."""
 
 import argparse
+import importlib.util
 import os
 import sys
 from datetime import datetime
@@ -51,6 +52,8 @@ def env_id(text: str) -> str:
 
 def ray_address(text: str) -> str:
     """An argparse type: where the Ray cluster is (local, auto or HOST:PORT), checked without importing Ray."""
+    if importlib.util.find_spec("ray") is None:  # Ray is in requirements-cluster.txt only
+        raise argparse.ArgumentTypeError("Ray is not installed: pip install -r requirements-cluster.txt")
     if text in ("local", "auto"):
         return text
     if text.startswith("ray://"):

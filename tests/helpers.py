@@ -1,4 +1,4 @@
-"""Shared pieces of the tests: start real A3C workers and play the shared model."""
+"""Shared pieces of the tests: the lines a command wrote on stderr, real A3C workers, greedy play."""
 
 import numpy as np
 import torch
@@ -31,3 +31,8 @@ def greedy_return(model, episodes: int = 200, seed: int = 123) -> float:
     env.reset(seed=seed)
     model.eval()
     return float(np.mean([play_episode(env, model, 100)[0] for _ in range(episodes)]))
+
+
+def own_lines(stderr: str) -> list[str]:
+    """The non-empty lines of a command's stderr, without the banner the ALE prints on loading (A.L.E, Stella)."""
+    return [line for line in stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
