@@ -83,6 +83,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop when this many updates in a row have a non-finite loss (default: 100)")
     p.add_argument("--record-every", type=number(int, low=0), default=10,
                    help="record the first evaluation and then every N-th to <run-dir>/videos (0: never)")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard charts (default: event files in the run directory)")
     p.add_argument("--overlay", action="store_true", help="videos show the agent's input, policy and value")
     p.add_argument("--rollout", choices=["fast", "classic"], default="fast",
                    help="fast: the same update computed faster (default); classic: the course's loop as written")
