@@ -14,6 +14,7 @@ here imports them (the model, the environment and the course's functions are pas
     supervision   the main process's side of a run, and the link from each child process to it
     cluster       the same run over the machines of a Ray cluster (--ray-address), driven from main.py's process
     cluster_actors  what runs on those machines: one Hogwild group per machine, the parameter server
-    videos        MP4s of the agent, with the optional overlay of what it sees
+    overlay       the drawing of what the agent sees and decides, beside the game screen
+    videos        MP4s of the agent, with the optional overlay
     evaluation    the evaluation command (python test.py --checkpoint ...)
 """
