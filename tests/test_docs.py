@@ -1,5 +1,5 @@
-"""The documentation's links: every relative link and image in README.md and docs/*.md points at a file that
-exists, and every #anchor at a heading of its page (GitHub's anchors)."""
+"""The documentation's links: every relative link and image in README.md, tests/README.md and docs/*.md points
+at a file that exists, and every #anchor at a heading of its page (GitHub's anchors)."""
 
 import re
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "tests" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target "title"), ![alt](src)
 HTML = re.compile(r"<(?:img|a)\s[^>]*?(?:src|href)=\"([^\"]+)\"", re.IGNORECASE)
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
@@ -40,7 +40,7 @@ def relative_links(page: Path) -> list[str]:
 
 
 def test_there_are_pages_and_links_to_check():
-    assert len(PAGES) > 1 and sum(len(relative_links(page)) for page in PAGES) > 5
+    assert len(PAGES) > 1 and sum(len(relative_links(page)) for page in PAGES) > 30
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
