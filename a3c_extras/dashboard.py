@@ -11,6 +11,7 @@ import sys
 from a3c_extras.errors import first_line
 
 FLUSH_SECS = 30  # how often the writer's thread puts what it has on disk, for a TensorBoard that is watching
+MAX_QUEUE = 1000  # events waiting for the writer's thread: the caller waits only once that many are behind
 
 
 class Dashboard:
@@ -20,7 +21,7 @@ class Dashboard:
         try:
             from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
-            self.writer = SummaryWriter(log_dir=self.run_dir, flush_secs=flush_secs)
+            self.writer = SummaryWriter(log_dir=self.run_dir, max_queue=MAX_QUEUE, flush_secs=flush_secs)
         except Exception as error:
             self._turn_off(error)
 
