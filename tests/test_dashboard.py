@@ -106,3 +106,10 @@ def test_tensorboard_serves_the_charts_of_every_run(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_the_charts_are_on_unless_no_tensorboard():
+    import main
+
+    assert main.parse_args([]).no_tensorboard is False
+    assert main.parse_args(["--no-tensorboard"]).no_tensorboard is True
