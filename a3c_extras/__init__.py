@@ -6,13 +6,17 @@ here imports them (the model, the environment and the course's functions are pas
     fast_rollout  acting that keeps its activations, and the backward pass written out for them
     fast_adam     SharedAdam's step in PyTorch's fused kernel
     fast_worker   the worker's loop on the three above: the default (--rollout fast)
-    cli           argument checking, the run's own flags, one-line errors
+    cli           the course's Params from the command line, the defaults of what a learner's Params lacks
+    shared        the shared model and SharedAdam as main.py builds them, for the code that builds them elsewhere
     errors        an error's message in one line
     checkpoints   the checkpoint format: written atomically, loaded safely
     run_record    config.json, progress.csv and the learning curve
+    dashboard     the run's TensorBoard charts, against agent steps
     supervision   the main process's side of a run, and the link from each child process to it
     cluster       the same run over the machines of a Ray cluster (--ray-address), driven from main.py's process
     cluster_actors  what runs on those machines: one Hogwild group per machine, the parameter server
-    videos        MP4s of the agent, with the optional overlay of what it sees
+    overlay       the drawing of what the agent sees and decides, beside the game screen
+    videos        the MP4 recorder of the agent's episodes, with the optional overlay
+    monitor       create_atari_env(env_id, video=True): the test process's videos, in gym's Monitor's place
     evaluation    the evaluation command (python test.py --checkpoint ...)
 """

@@ -2,6 +2,7 @@
 errors; and the defaults of everything a learner's own Params does not have."""
 
 import argparse
+import importlib.util
 import os
 import sys
 from datetime import datetime
@@ -53,6 +54,8 @@ def env_id(text: str) -> str:
 
 def ray_address(text: str) -> str:
     """An argparse type: where the Ray cluster is (local, auto or HOST:PORT), checked without importing Ray."""
+    if importlib.util.find_spec("ray") is None:  # Ray is in requirements-cluster.txt only
+        raise argparse.ArgumentTypeError("Ray is not installed: pip install -r requirements-cluster.txt")
     if text in ("local", "auto"):
         return text
     if text.startswith("ray://"):
@@ -82,6 +85,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop when this many updates in a row have a non-finite loss (default: 100)")
     p.add_argument("--record-every", type=number(int, low=0), default=10,
                    help="record the first evaluation and then every N-th to <run-dir>/videos (0: never)")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard charts (default: event files in the run directory)")
     p.add_argument("--overlay", action="store_true", help="videos show the agent's input, policy and value")
     p.add_argument("--rollout", choices=["fast", "classic"], default="fast",
                    help="fast: the same update computed faster (default); classic: the course's loop as written")

@@ -42,7 +42,7 @@ class Rollout:
     every gradient. `played` lists the (tick, game) of each step, in the order acted, as t * K + k:
     the order of the rows of hidden_states. The LSTM runs in NumPy on views of the model's own weights,
     as W @ x with the games as columns: OpenBLAS does these memory-bound products in about half the time
-    of PyTorch's CPU build (MKL) on an AMD EPYC processor, and the batch reads the 1.5 MB of weights once
+    of PyTorch's CPU build (MKL) on an AMD EPYC processor, and the batch reads the 2.2 MB of weights once
     for all K games."""
 
     def __init__(self, model, num_steps: int, hx: np.ndarray, cx: np.ndarray):

@@ -1,8 +1,7 @@
 """Videos of the agent playing: one MP4 per episode, optionally with what the agent sees beside the game.
 
 The file is H.264 (libx264, yuv420p) in an MP4 whose index (moov atom) comes first ("faststart"), so
-web browsers and common players can play it, even while it downloads. tools/overlay_picture.py redraws
-docs/overlay.png.
+web browsers and common players can play it, even while it downloads. The overlay's drawing is in overlay.py.
 """
 
 import os
@@ -13,113 +12,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
-# Layout of the overlay, in pixels. The panels are as tall as the game screen (210 for Atari).
-INPUT_SCALE = 4  # the 42x42 input, enlarged with nearest-neighbour to 168x168
-MARGIN = 8
-BAR_LENGTH = 80  # a probability of 1.0
-ROW_HEIGHT = 28  # one action of the policy
-CLIP = 3.0  # the input is normalised (about zero mean, unit variance): -3 is black, +3 white
-
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-SMALL, LARGE = 0.4, 0.6  # font scales
-BACKGROUND = (24, 24, 24)  # colours are RGB, like the game screen
-TEXT = (230, 230, 230)
-DIM = (150, 150, 150)
-BAR = (80, 140, 230)
-CHOSEN = (255, 200, 0)
-CHOSEN_ROW = (60, 60, 60)
+from a3c_extras.overlay import compose_frame, even_size
 
 
 class VideoError(RuntimeError):
     """A video that could not be written; the message says which and why."""
-
-
-# ---------------------------------------------------------------- one frame of the video
-
-def compose_frame(screen: np.ndarray, observation: np.ndarray, probs: np.ndarray, value: float,
-                  action_names: list[str], action: int | None = None) -> np.ndarray:
-    """The game screen with, to its right, the agent's input and its policy and value (uint8 RGB).
-
-    `action` is the action taken; by default the greedy one (highest probability) is highlighted.
-    The result is as tall as the screen and its width is even, as yuv420p needs.
-    """
-    height = screen.shape[0]
-    if action is None:
-        action = int(np.argmax(probs))
-    parts = [screen, input_panel(observation, height), policy_panel(probs, value, action_names, action, height)]
-    frame = np.concatenate(parts, axis=1)
-    return even_size(frame)
-
-
-def input_panel(observation: np.ndarray, height: int) -> np.ndarray:
-    """What the agent sees: its 1x42x42 input in grey, enlarged with nearest-neighbour so the pixels stay
-    sharp, centred vertically under a title."""
-    grey = observation_to_grey(observation)
-    size = grey.shape[0] * INPUT_SCALE
-    panel = blank(height, size + 2 * MARGIN)
-    top = (height - size) // 2
-    big = cv2.resize(grey, (size, size), interpolation=cv2.INTER_NEAREST)
-    panel[top : top + size, MARGIN : MARGIN + size] = big[:, :, None]
-    put_text(panel, f"agent input {grey.shape[1]}x{grey.shape[0]}", (MARGIN, top - 6), SMALL, DIM)
-    return panel
-
-
-def observation_to_grey(observation: np.ndarray) -> np.ndarray:
-    """Normalised values to uint8 grey: [-CLIP, CLIP] spans black to white; beyond is clipped."""
-    values = np.clip(np.asarray(observation, dtype=np.float32).reshape(observation.shape[-2:]), -CLIP, CLIP)
-    return np.round((values + CLIP) * (255.0 / (2 * CLIP))).astype(np.uint8)
-
-
-def policy_panel(probs: np.ndarray, value: float, action_names: list[str], action: int,
-                 height: int) -> np.ndarray:
-    """One bar per action with its name and probability (the chosen action highlighted); below, the
-    critic's value of the state."""
-    name_width = max(text_width(name, SMALL) for name in action_names)
-    bar_x = MARGIN + name_width + 6
-    number_x = bar_x + BAR_LENGTH + 6
-    panel = blank(height, number_x + text_width("0.00", SMALL) + MARGIN)
-    put_text(panel, "policy", (MARGIN, 15), SMALL, DIM)
-    row_height = min(ROW_HEIGHT, (height - 80) // len(action_names))
-    for i, (name, p) in enumerate(zip(action_names, probs)):
-        top = 22 + i * row_height
-        chosen = i == action
-        if chosen:
-            panel[top : top + row_height - 2, 2:-2] = CHOSEN_ROW
-        middle = top + row_height // 2
-        put_text(panel, name, (MARGIN, middle + 4), SMALL, CHOSEN if chosen else TEXT)
-        length = round(float(np.clip(p, 0.0, 1.0)) * BAR_LENGTH)
-        cv2.rectangle(panel, (bar_x, middle - 6), (bar_x + BAR_LENGTH, middle + 6), DIM, 1)
-        if length:
-            cv2.rectangle(panel, (bar_x, middle - 6), (bar_x + length, middle + 6), CHOSEN if chosen else BAR, -1)
-        put_text(panel, f"{float(p):.2f}", (number_x, middle + 4), SMALL, CHOSEN if chosen else TEXT)
-    put_text(panel, "value (critic)", (MARGIN, height - 38), SMALL, DIM)
-    put_text(panel, f"{float(value):+.3f}", (MARGIN, height - 14), LARGE, TEXT)
-    return panel
-
-
-def blank(height: int, width: int) -> np.ndarray:
-    panel = np.empty((height, width, 3), dtype=np.uint8)
-    panel[:] = BACKGROUND
-    return panel
-
-
-def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, colour) -> None:
-    cv2.putText(image, text, origin, FONT, scale, colour, 1, cv2.LINE_AA)
-
-
-def text_width(text: str, scale: float) -> int:
-    return cv2.getTextSize(text, FONT, scale, 1)[0][0]
-
-
-def even_size(frame: np.ndarray) -> np.ndarray:
-    """yuv420p halves the colour resolution, so H.264 needs even sides: pad one row or column if odd."""
-    pad_rows, pad_cols = frame.shape[0] % 2, frame.shape[1] % 2
-    if pad_rows or pad_cols:
-        frame = np.pad(frame, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
-    return frame
 
 
 # ---------------------------------------------------------------- the recorder
@@ -279,50 +178,3 @@ def add_step(recorder: EpisodeRecorder | None, env, observation, prob, value) ->
     """One agent step: the real screen and, for the overlay, what the agent saw and decided."""
     if recorder is not None:
         recorder.add_frame(env.render(), observation, np.asarray(prob).reshape(-1), float(value))
-
-
-class EvaluationVideos:
-    """The test process's videos during training: its first evaluation episode and then every
-    args.record_every-th, in <run-dir>/videos/eval-NNNN-steps<total steps>-reward<score>.mp4. An episode
-    cut short by the end of the run leaves no video; a failed recording is reported, never allowed to
-    stop the run."""
-
-    def __init__(self, args):
-        run_dir = getattr(args, "run_dir", None)
-        self.folder = Path(run_dir) / "videos" if run_dir and getattr(args, "record_every", 0) else None
-        self.every = getattr(args, "record_every", 0)
-        self.overlay = getattr(args, "overlay", False)
-        self.render_mode = "rgb_array" if self.folder else None
-        self.episodes = 0
-        self.recorder = None
-
-    def start_episode(self, env) -> None:
-        if self.folder and self.episodes % self.every == 0:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.recorder = recorder_for(self.folder / f"eval-{self.episodes:04d}.mp4", env, self.overlay)
-
-    def add_frame(self, env, observation, prob, value) -> None:
-        add_step(self.recorder, env, observation.numpy() if hasattr(observation, "numpy") else observation,
-                 prob.numpy() if hasattr(prob, "numpy") else prob, value)
-
-    def end_episode(self, num_steps: int | None, reward: float | None) -> None:
-        """Close the episode's video under its final name; None: the episode did not finish."""
-        recorder, self.recorder = self.recorder, None
-        if reward is not None:
-            self.episodes += 1
-        if recorder is None:
-            return
-        final = None if reward is None else recorder.path.with_name(
-            f"eval-{self.episodes - 1:04d}-steps{num_steps}-reward{reward:g}.mp4")
-        try:
-            written = recorder.close(final)
-        except VideoError as error:
-            print(f"test: video not saved: {error}", file=sys.stderr, flush=True)
-            return
-        if final is None and written is not None:
-            written.unlink()
-
-
-def save_picture(path, picture: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):  # OpenCV writes BGR
-        raise VideoError(f"could not write {path}")

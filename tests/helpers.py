@@ -1,6 +1,17 @@
-"""Shared pieces of the tests: start real A3C workers and play the shared model."""
+"""Shared pieces of the tests: main.py run as a user runs it, the lines a command wrote on stderr, real A3C
+workers, greedy play."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
+import psutil
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -10,8 +21,57 @@ from a3c_extras import cli, shared
 from a3c_extras.evaluation import play_episode
 from a3c_extras.supervision import WorkerLink
 from catch import Catch, make_catch
+from conftest import ROOT
 from model import ActorCritic
 from train import train
+
+LIVE_RUNS = []
+
+
+@pytest.fixture(autouse=True)  # autouse in every test module that imports it
+def no_run_left_behind():
+    """Whatever a test asserts, the runs it started do not outlive it."""
+    yield
+    while LIVE_RUNS:
+        run = LIVE_RUNS.pop()
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+
+
+class LiveRun:
+    """main.py in its own session (so a signal can go to the whole group, as Ctrl-C does)."""
+
+    def __init__(self, *argv):
+        self.proc = subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        LIVE_RUNS.append(self)
+        self.lines, self.errors = [], []
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, into):
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(re.search(pattern, line) for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no line matching {pattern!r}; stdout: {self.lines}; stderr: {self.errors}")
+
+    def children(self):
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def wait(self, timeout):
+        returncode = self.proc.wait(timeout=timeout)
+        time.sleep(0.5)  # let the readers finish
+        return returncode
 
 
 def params_from(argv=()):
@@ -45,3 +105,8 @@ def greedy_return(model, episodes: int = 200, seed: int = 123) -> float:
     env.reset(seed=seed)
     model.eval()
     return float(np.mean([play_episode(env, model, 100)[0] for _ in range(episodes)]))
+
+
+def own_lines(stderr: str) -> list[str]:
+    """The non-empty lines of a command's stderr, without the banner the ALE prints on loading (A.L.E, Stella)."""
+    return [line for line in stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]

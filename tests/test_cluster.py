@@ -21,7 +21,6 @@ import psutil
 import pytest
 import torch
 from gymnasium.spaces import Discrete
-from test_main import LiveRun, no_run_left_behind  # noqa: F401 (the fixture stops every run)
 
 import main
 from a3c_extras import cli, cluster
@@ -29,7 +28,7 @@ from a3c_extras.checkpoints import load_checkpoint
 from a3c_extras.cluster_actors import Group, ParameterServer, flat_weights
 from catch import Catch, make_catch
 from conftest import ROOT
-from helpers import greedy_return
+from helpers import LiveRun, greedy_return, no_run_left_behind, own_lines  # noqa: F401 (the fixture stops every run)
 from model import ActorCritic
 from train import train
 
@@ -102,10 +101,6 @@ def ray_cluster():
     assert not left, [p.info for p in left]
 
 
-def one_line_error(out) -> list[str]:
-    return [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -123,7 +118,7 @@ def closed_port() -> int:
 def test_bad_cluster_input_is_refused_in_one_line(argv, says):
     out = subprocess.run([sys.executable, "main.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    lines = one_line_error(out)
+    lines = own_lines(out.stderr)
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in out.stderr, out.stderr
 
 

@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from a3c_extras.atari import UnknownEnvError, options, resolve_env_id
 from conftest import ROOT
 from envs import MyNormalizedEnv, _process_frame42, create_atari_env
+from helpers import own_lines
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "course"])
@@ -45,12 +45,29 @@ def test_normalisation_running_statistics():
     assert env.num_steps == 5
 
 
-def test_normalised_frames_from_the_game_are_centred():
-    env = create_atari_env("BreakoutDeterministic-v4")
-    env.reset(seed=0)
-    frames = [env.step(env.action_space.sample())[0] for _ in range(50)]
-    assert abs(np.mean(frames[-1])) < 1.0
-    assert np.isfinite(frames).all()
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "course"])
+def test_normalisation_uses_the_bias_corrected_running_mean_and_std_of_the_frames_seen(fast):
+    """Frame t becomes (frame - M) / (S + 1e-8), where M and S are averages of the means and standard deviations
+    of frames 1..t with weights alpha^(t-k), alpha = 0.9999: computed here directly, on frames of the game."""
+    env = create_atari_env("BreakoutDeterministic-v4", link=options(rollout="fast" if fast else "classic"))
+    game = env.env  # the 42x42 frames before normalisation
+    frame, _ = game.reset(seed=0)
+    rng = np.random.default_rng(0)
+    means, stds = [], []
+    for t in range(1, 201):
+        means.append(float(np.mean(frame, dtype=np.float64)))
+        stds.append(float(np.std(frame, dtype=np.float64)))
+        weights = 0.9999 ** np.arange(t - 1, -1, -1)
+        mean, std = np.average(means, weights=weights), np.average(stds, weights=weights)
+        normalised = env.observation(frame)
+        expected = ((frame - mean) / (std + 1e-8)).reshape(1, 42, 42)  # the course's frame is 42x42 until here
+        np.testing.assert_allclose(normalised, expected, rtol=1e-4, atol=1e-4)
+        if t == 1:  # the first frame alone: exactly zero mean and unit standard deviation
+            assert abs(normalised.mean()) < 1e-5 and normalised.std() == pytest.approx(1.0, abs=1e-5)
+        frame, _, terminated, truncated, _ = game.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            frame, _ = game.reset()
+    assert env.num_steps == 200
 
 
 @pytest.mark.parametrize(
@@ -83,7 +100,7 @@ def test_unknown_id_on_the_command_line_exits_2_with_one_line():
     out = subprocess.run([sys.executable, "main.py", "--env-name", "BreakoutDetermnistic-v4"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    lines = own_lines(out.stderr)
     assert len(lines) == 1, out.stderr
     assert "BreakoutDeterministic-v4" in lines[0]
     assert "Traceback" not in out.stderr
@@ -103,11 +120,3 @@ def test_life_loss_ends_training_episodes_but_not_the_game():
             env.reset()
     assert game_overs == 1
     assert ends == 5  # Breakout has five lives
-
-
-def test_frame_processing_is_the_reference_computation():
-    rng = np.random.default_rng(3)
-    frame = rng.integers(0, 256, (210, 160, 3), dtype=np.uint8)
-    small = cv2.resize(cv2.resize(frame[34:194, :160], (80, 80)), (42, 42))
-    expected = small.mean(2).astype(np.float32) / 255.0
-    np.testing.assert_allclose(_process_frame42(frame), expected, atol=1e-6)

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import psutil
@@ -19,59 +18,10 @@ from a3c_extras import supervision
 from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint, save_checkpoint
 from conftest import ROOT
 from envs import create_atari_env
-from helpers import params_from, shared_model_and_optimizer
+from helpers import LiveRun, no_run_left_behind, own_lines, params_from, shared_model_and_optimizer  # noqa: F401 (the fixture stops every run)
 from model import ActorCritic
 
 FAST = ["--num-processes", "2", "--eval-interval", "1", "--record-every", "0", "--status-interval", "2"]
-
-
-LIVE_RUNS = []
-
-
-@pytest.fixture(autouse=True)
-def no_run_left_behind():
-    """Whatever a test asserts, the runs it started do not outlive it."""
-    yield
-    while LIVE_RUNS:
-        run = LIVE_RUNS.pop()
-        if run.proc.poll() is None:
-            os.killpg(run.proc.pid, signal.SIGKILL)
-            run.proc.wait()
-
-
-class LiveRun:
-    """main.py in its own session (so a signal can go to the whole group, as Ctrl-C does)."""
-
-    def __init__(self, *argv):
-        self.proc = subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        LIVE_RUNS.append(self)
-        self.lines, self.errors = [], []
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True).start()
-
-    @staticmethod
-    def _read(stream, into):
-        for line in stream:
-            into.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern, timeout=120):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if any(re.search(pattern, line) for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"no line matching {pattern!r}; stdout: {self.lines}; stderr: {self.errors}")
-
-    def children(self):
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def wait(self, timeout):
-        returncode = self.proc.wait(timeout=timeout)
-        time.sleep(0.5)  # let the readers finish
-        return returncode
 
 
 def test_breakout_trains_and_prints_test_lines(tmp_path):
@@ -224,7 +174,7 @@ def test_resume_from_a_bad_checkpoint_exits_2_with_one_line(tmp_path, kind):
     out = subprocess.run([sys.executable, "main.py", "--resume", str(path), "--env-name", "BreakoutDeterministic-v4",
                           "--run-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    lines = own_lines(out.stderr)
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
     assert str(path) in lines[0]
 
@@ -236,7 +186,7 @@ def test_bad_values_are_refused_in_one_line(flag, value):
     out = subprocess.run([sys.executable, "main.py", flag, value], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    lines = own_lines(out.stderr)
     assert len(lines) == 1 and flag in lines[0], out.stderr
 
 
@@ -244,5 +194,5 @@ def test_several_games_per_worker_need_the_fast_rollout():
     out = subprocess.run([sys.executable, "main.py", "--envs-per-worker", "2", "--rollout", "classic"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line and "A.L.E" not in line and "Stella" not in line]
+    lines = own_lines(out.stderr)
     assert len(lines) == 1 and "--envs-per-worker 2 needs --rollout fast" in lines[0], out.stderr

@@ -16,6 +16,7 @@ import pytest
 import torch
 from gymnasium.spaces import Discrete
 
+from a3c_extras import overlay
 from a3c_extras import videos as video
 from a3c_extras.atari import options
 from a3c_extras.checkpoints import checkpoint as checkpoint_of
@@ -123,7 +124,7 @@ def test_overlay_video_is_wider_and_shows_the_composed_frames(tmp_path):
     for i in range(12):
         observation, probs, value = synthetic_step(rng)
         recorder.add_frame(synthetic_screen(i), observation, probs, value)
-        expected.append(video.compose_frame(synthetic_screen(i), observation, probs, value, NAMES))
+        expected.append(overlay.compose_frame(synthetic_screen(i), observation, probs, value, NAMES))
     recorder.close()
 
     codec, _, width, height, rate, frames = decode(tmp_path / "overlay.mp4")
@@ -150,7 +151,7 @@ def test_a_real_breakout_episode_is_recorded_frame_for_frame(tmp_path):
     def on_step(observation, probs, value):
         screen = env.render()
         if plain.frames % 10 == 0:
-            kept[plain.frames] = (screen.copy(), video.compose_frame(screen, observation, probs, value, NAMES))
+            kept[plain.frames] = (screen.copy(), overlay.compose_frame(screen, observation, probs, value, NAMES))
         plain.add_frame(screen, observation, probs, value)
         overlaid.add_frame(screen, observation, probs, value)
 
@@ -234,26 +235,26 @@ def test_overlay_layout(tmp_path):
     observation[0, :, :21] = 5.0  # beyond the clip: white
     observation[0, 10, 30] = -7.0  # beyond the clip: black
     probs = np.array([0.1, 0.6, 0.2, 0.1])
-    frame = video.compose_frame(screen, observation, probs, 0.5, NAMES)
+    frame = overlay.compose_frame(screen, observation, probs, 0.5, NAMES)
 
     assert frame.dtype == np.uint8 and frame.shape[0] == 210 and frame.shape[1] % 2 == 0
     assert np.array_equal(frame[:, :160], screen)
-    size = 42 * video.INPUT_SCALE
-    top, left = (210 - size) // 2, 160 + video.MARGIN
+    size = 42 * overlay.INPUT_SCALE
+    top, left = (210 - size) // 2, 160 + overlay.MARGIN
     grey = np.full((42, 42), 85, dtype=np.uint8)
     grey[:, :21], grey[10, 30] = 255, 0
-    enlarged = np.kron(grey, np.ones((video.INPUT_SCALE, video.INPUT_SCALE), dtype=np.uint8))  # nearest-neighbour
+    enlarged = np.kron(grey, np.ones((overlay.INPUT_SCALE, overlay.INPUT_SCALE), dtype=np.uint8))  # nearest-neighbour
     for channel in range(3):
         assert np.array_equal(frame[top : top + size, left : left + size, channel], enlarged)
 
     # The greedy action is highlighted by default, and the highlight follows the action taken.
-    assert np.array_equal(frame, video.compose_frame(screen, observation, probs, 0.5, NAMES, action=1))
-    assert not np.array_equal(frame, video.compose_frame(screen, observation, probs, 0.5, NAMES, action=2))
+    assert np.array_equal(frame, overlay.compose_frame(screen, observation, probs, 0.5, NAMES, action=1))
+    assert not np.array_equal(frame, overlay.compose_frame(screen, observation, probs, 0.5, NAMES, action=2))
     # The highlighted bar grows with the probability; the value is written out.
-    likelier = video.compose_frame(screen, observation, np.array([0.0, 0.9, 0.1, 0.0]), 0.5, NAMES)
-    highlighted = [np.all(f == video.CHOSEN, axis=2).sum() for f in (frame, likelier)]
+    likelier = overlay.compose_frame(screen, observation, np.array([0.0, 0.9, 0.1, 0.0]), 0.5, NAMES)
+    highlighted = [np.all(f == overlay.CHOSEN, axis=2).sum() for f in (frame, likelier)]
     assert highlighted[1] > highlighted[0] > 0
-    assert not np.array_equal(frame, video.compose_frame(screen, observation, probs, -0.5, NAMES))
+    assert not np.array_equal(frame, overlay.compose_frame(screen, observation, probs, -0.5, NAMES))
 
 
 # ---------------------------------------------------------------- the commands that record

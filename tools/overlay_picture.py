@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from a3c_extras.atari import options  # noqa: E402
 from a3c_extras.evaluation import play_episode  # noqa: E402
-from a3c_extras.videos import compose_frame, save_picture  # noqa: E402
+from a3c_extras.overlay import compose_frame, save_picture  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from model import ActorCritic  # noqa: E402
 

@@ -1,0 +1,115 @@
+"""The run's TensorBoard charts (a3c_extras/dashboard.py), read back by TensorBoard itself."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from a3c_extras.dashboard import Dashboard
+
+TAGS = {
+    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+    "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/grad_norm",
+    "eval/episode_reward", "eval/episode_length",
+}
+LOOPBACK = "127.0.0.1"
+
+
+def write_some(dashboard: Dashboard, steps: list[int]) -> None:
+    for s in steps:
+        dashboard.train_game(s, ret=s / 100, length=s // 10)
+        dashboard.speed(s, sps=900.0, lr=1e-4)
+        dashboard.losses(s, policy_loss=-0.5, value_loss=2.0, entropy=1.3, grad_norm=40.0)
+        dashboard.eval_episode(s, reward=7.0, length=500)
+    dashboard.close()
+
+
+def scalars(run_dir) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+def test_every_chart_is_written_against_agent_steps_and_a_resume_continues_them(tmp_path):
+    write_some(Dashboard(tmp_path), [100, 200, 300])
+    write_some(Dashboard(tmp_path), [400, 500])  # --resume: the same directory, a second event file
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    charts = scalars(tmp_path)
+    assert set(charts) == TAGS
+    for tag in TAGS:
+        assert [e.step for e in charts[tag]] == [100, 200, 300, 400, 500], tag
+    assert [e.value for e in charts["charts/episodic_return"]] == pytest.approx([1, 2, 3, 4, 5])
+    assert charts["eval/episode_length"][-1].value == 500
+
+
+def test_a_failed_write_is_reported_once_and_the_run_goes_on(tmp_path, capsys):
+    dashboard = Dashboard(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    dashboard.writer.add_scalar = broken
+    dashboard.train_game(1, 1.0, 1)
+    dashboard.losses(2, 0.0, 0.0, 0.0, 0.0)
+    dashboard.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert not dashboard.on
+    assert len(lines) == 1 and "No space left on device" in lines[0] and str(tmp_path) in lines[0], lines
+
+
+def test_a_run_directory_that_cannot_be_made_turns_the_dashboard_off(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a directory")
+    dashboard = Dashboard(tmp_path / "taken" / "run")
+    write_some(dashboard, [1, 2])
+    assert not dashboard.on
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_serves_the_charts_of_every_run(tmp_path):
+    write_some(Dashboard(tmp_path / "breakout-1"), [10, 20])
+    write_some(Dashboard(tmp_path / "breakout-2"), [10])
+    want = {"breakout-1": TAGS, "breakout-2": TAGS}
+    port, log = free_port(), tmp_path / "tensorboard.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", LOOPBACK,
+             "--port", str(port), "--reload_interval", "1", "--load_fast", "false"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline, seen = time.monotonic() + 60, {}
+        while seen != want and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    seen = {run: set(tags) for run, tags in json.load(r).items()}
+            except OSError:
+                pass  # not listening yet
+        assert seen == want, log.read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_the_charts_are_on_unless_no_tensorboard():
+    import main
+
+    assert main.parse_args([]).no_tensorboard is False
+    assert main.parse_args(["--no-tensorboard"]).no_tensorboard is True

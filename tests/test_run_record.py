@@ -1,0 +1,38 @@
+"""The run's record (a3c_extras/run_record.py): the training curve drawn in learning_curve.png and by
+tools/compare_runs.py."""
+
+import numpy as np
+
+from a3c_extras.run_record import ProgressLog, read_progress, training_curve
+
+# Five training games as progress.csv has them: rows in the order they were written (so their times increase),
+# the steps slightly out of order since each worker writes its own games.
+STEPS = np.array([10, 30, 20, 40, 50])
+RETURNS = np.array([1.0, 3.0, 2.0, 4.0, 5.0])
+SECONDS = np.array([36.0, 72.0, 108.0, 144.0, 180.0])
+
+
+def test_training_curve_averages_the_last_games_by_step_against_hours():
+    steps, hours, curve = training_curve(STEPS, RETURNS, SECONDS, window=3)
+    np.testing.assert_array_equal(steps, [30, 40, 50])
+    np.testing.assert_allclose(curve, [2.0, 3.0, 4.0])  # returns in step order: 1 2 3 4 5
+    np.testing.assert_allclose(hours, [0.03, 0.04, 0.05])  # the 3rd, 4th and 5th game to end: 108 s, 144 s, 180 s
+
+
+def test_training_curve_of_fewer_games_than_the_window_is_one_point():
+    steps, hours, curve = training_curve(STEPS, RETURNS, SECONDS)
+    np.testing.assert_array_equal(steps, [50])
+    np.testing.assert_allclose(curve, [3.0])
+    np.testing.assert_allclose(hours, [0.05])
+
+
+def test_training_curve_from_progress_csv(tmp_path):
+    log = ProgressLog(tmp_path / "progress.csv")
+    log.write("eval", 50.0, 25, None, 9.0, 300)
+    for s, r, t in zip(STEPS, RETURNS, SECONDS):
+        log.write("train", t, int(s), 0, float(r), 100)
+    log.close()
+    steps, hours, curve = training_curve(*read_progress(tmp_path / "progress.csv")["train"], window=3)
+    np.testing.assert_array_equal(steps, [30, 40, 50])
+    np.testing.assert_allclose(curve, [2.0, 3.0, 4.0])
+    np.testing.assert_allclose(hours, [0.03, 0.04, 0.05])
