@@ -109,7 +109,7 @@ def test_tensorboard_serves_the_charts_of_every_run(tmp_path):
 
 
 def test_the_charts_are_on_unless_no_tensorboard():
-    import main
+    from helpers import params_from
 
-    assert main.parse_args([]).no_tensorboard is False
-    assert main.parse_args(["--no-tensorboard"]).no_tensorboard is True
+    assert params_from([]).no_tensorboard is False
+    assert params_from(["--no-tensorboard"]).no_tensorboard is True
