@@ -68,29 +68,26 @@ def shared_model_and_optimizer(args, env):
 def main(argv=None):
     args = parse_args(argv)
     if args.ray_address:  # not in the course: the same run on every machine of a Ray cluster (a3c_extras/cluster.py)
-        return cluster.main(args, shared_model_and_optimizer, create_atari_env, train, test)
+        return cluster.main(args, ActorCritic, my_optim.SharedAdam, create_atari_env, train, test)
 
     torch.manual_seed(args.seed)
 
     env = create_atari_env(args.env_name)
     shared_model, optimizer = shared_model_and_optimizer(args, env)
-    run = supervision.Run(args, shared_model, optimizer)  # not in the course: resume, record, budgets
+    run = supervision.Run(args, shared_model, optimizer)  # not in the course: resume, record, budgets, restarts
 
     processes = []
-    counter = run.counter  # agent steps of all workers; the reference's last version shares it
-    lock = mp.Lock()
 
-    p = mp.Process(target=supervision.child, args=(run.link("test"), test, args.num_processes, args, shared_model,
-                                                   counter))
+    # run.child(f): f in the child with the child's link to the run (stop, steps, events); a dead child is replaced
+    p = mp.Process(target=run.child(test), args=(args.num_processes, args, shared_model))
     p.start()
     processes.append(p)
 
     for rank in range(0, args.num_processes):
-        p = mp.Process(target=supervision.child, args=(run.link(f"worker {rank}"), train, rank, args, shared_model,
-                                                       counter, lock, optimizer))
+        p = mp.Process(target=run.child(train), args=(rank, args, shared_model, optimizer))
         p.start()
         processes.append(p)
-    return run.supervise(processes)  # the course joined them; here: until a budget, Ctrl-C or a dead process
+    return run.supervise(processes)  # the course joined them; here: until a budget or Ctrl-C
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from envs import create_atari_env
 from model import LSTM_SIZE, ActorCritic
 
 
-def test(rank, args, shared_model, counter, link=None):
+def test(rank, args, shared_model, link=None):
     torch.manual_seed(args.seed + rank)
     torch.set_num_threads(1)
-    link = link or WorkerLink("test")  # not in the course: stop, report, best.pt (a3c_extras/supervision.py)
+    link = link or WorkerLink("test")  # not in the course: stop, report, best.pt (a3c_extras/links.py)
     videos = EvaluationVideos(args)  # not in the course: MP4s of some episodes (a3c_extras/videos.py)
 
     if link.make_env is None:
@@ -40,7 +40,7 @@ def test(rank, args, shared_model, counter, link=None):
     done = True
 
     start_time = time.time()
-    start_steps = counter.value
+    start_steps = link.total_steps()
 
     # An agent that repeats one action (one that never presses FIRE in Breakout) would never end its episode
     actions = deque(maxlen=100)
@@ -52,7 +52,7 @@ def test(rank, args, shared_model, counter, link=None):
             model.load_state_dict(shared_model.state_dict())
             cx = torch.zeros(1, LSTM_SIZE)
             hx = torch.zeros(1, LSTM_SIZE)
-            num_steps = counter.value
+            num_steps = link.total_steps()
             videos.start_episode(env)
         else:
             cx = cx.detach()
@@ -73,10 +73,10 @@ def test(rank, args, shared_model, counter, link=None):
             done = True
 
         if done:
-            fps = (counter.value - start_steps) / (time.time() - start_time)
+            fps = (link.total_steps() - start_steps) / (time.time() - start_time)
             print("Time {}, num steps {}, FPS {:.0f}, episode reward {}, episode length {}".format(
                 time.strftime("%Hh %Mm %Ss", time.gmtime(time.time() - start_time)),
-                counter.value, fps, reward_sum, episode_length), flush=True)
+                link.total_steps(), fps, reward_sum, episode_length), flush=True)
             videos.end_episode(num_steps, reward_sum)
             link.evaluation(rank, num_steps, reward_sum, episode_length, model, args)
             reward_sum = 0

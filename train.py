@@ -20,10 +20,11 @@ def ensure_shared_grads(model, shared_model):
         shared_param._grad = param.grad
 
 
-def train(rank, args, shared_model, counter, lock, optimizer=None, link=None):
+def train(rank, args, shared_model, optimizer=None, link=None):
     torch.manual_seed(args.seed + rank)
     torch.set_num_threads(1)  # N workers share the cores, not N x cores threads
-    link = link or WorkerLink()  # not in the course: stop, report games (a3c_extras/supervision.py)
+    # not in the course: stop, count steps, report games (a3c_extras/links.py)
+    link = link or WorkerLink(max_steps=args.max_steps, max_nonfinite=args.max_nonfinite)
 
     def make_env():  # not in the course: the opt-in departures; the tests' small game in place of Atari
         if link.make_env is not None:
@@ -42,15 +43,14 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, link=None):
 
     if args.rollout == "fast":  # the default: this loop's update, computed faster (a3c_extras/fast_worker.py),
         envs = [env] + [make_env() for _ in range(args.envs_per_worker - 1)]  # on K games at once
-        return fast_worker.work(rank, args, envs, model, shared_model, counter, lock, optimizer, link,
-                                ensure_shared_grads)
+        return fast_worker.work(rank, args, envs, model, shared_model, optimizer, link, ensure_shared_grads)
 
     state, _ = env.reset(seed=args.seed + rank)
     state = torch.from_numpy(state)
     done = True
 
     episode_length = 0
-    while not link.stop_requested(counter, args):
+    while not link.stop_requested():
         # 1. Sync with the shared model
         model.load_state_dict(shared_model.state_dict())
         if done:
@@ -79,11 +79,10 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, link=None):
 
             state, reward, terminated, truncated, info = env.step(action.item())
             done = terminated or truncated or episode_length >= args.max_episode_length
-            link.game_step(rank, counter, reward, done, info)  # the raw score, for progress.csv
+            link.game_step(rank, reward, done, info)  # the raw score, for progress.csv
             reward = max(min(reward, 1), -1)
 
-            with lock:
-                counter.value += 1
+            link.add_steps(1)
 
             if done:
                 episode_length = 0
@@ -124,7 +123,7 @@ def train(rank, args, shared_model, counter, lock, optimizer=None, link=None):
         model.zero_grad()  # the course's optimizer.zero_grad() would leave these summing up (PyTorch 2)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        if not link.finite_update(rank, loss, grad_norm, args.max_nonfinite):  # not in the course
+        if not link.update(rank, policy_loss, value_loss, sum(entropies), grad_norm):  # not in the course
             continue
 
         ensure_shared_grads(model, shared_model)

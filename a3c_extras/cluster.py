@@ -6,11 +6,13 @@ the global weights. This process (the driver) does what supervision.Run does on 
 checkpoints, progress.csv, the curve and the status line, and it runs the test process, which plays the global
 weights. Twice a second it asks every group, without waiting, for its games, its steps and its health.
 
-Faults: a machine whose group dies (its process killed, the machine down) or stays silent for SILENCE_LIMIT
-seconds is dropped, with a line on stderr, and the run goes on with the others: what that machine learnt up to its
-last sync is in the global weights, at most one sync interval of its work is lost. The run stops with a checkpoint
-and exit status 1 when no machine is left, when the parameter server dies, or when a worker dies inside a group
-(an error in training, as on one machine).
+Faults: a worker that dies inside a group is replaced there, as on one machine. A machine whose group dies (its
+process killed) is started again by Ray and rejoins with the global weights, with a line on stderr; one that died
+more than --max-restarts times within --restart-window seconds, or that stays silent for SILENCE_LIMIT seconds (or
+START_TIMEOUT while it restarts: the machine down), is dropped, and the run goes on with the others: what that
+machine learnt up to its last sync is in the global weights, at most one sync interval of its work is lost. The
+run stops with a checkpoint and exit status 1 when no machine is left, when the parameter server dies, or when a
+worker dies too often inside a group.
 
 Ray is imported by connect(), so importing this module loads no Ray.
 """
@@ -21,6 +23,7 @@ import re
 import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from statistics import median
 from types import SimpleNamespace
@@ -31,7 +34,7 @@ import torch.multiprocessing as mp
 
 from a3c_extras import supervision
 from a3c_extras.cli import fail
-from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights
+from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights, shared_model_and_optimizer
 from a3c_extras.errors import first_line
 
 LOOPBACK = "127.0.0.1"
@@ -116,19 +119,8 @@ def spaces_of(env) -> SimpleNamespace:
 class Machines:
     """The driver's side of the cluster: the parameter server and one group per machine, polled without waiting."""
 
-    def __init__(
-        self,
-        ray,
-        args,
-        spaces,
-        shared_model,
-        optimizer,
-        steps: int,
-        shared_model_and_optimizer,
-        train,
-        make_env=None,
-        nodes=None,
-    ):
+    def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, *, model_class, optimizer_class, train,
+                 make_env=None, nodes=None):
         from ray.exceptions import GetTimeoutError, RayActorError
 
         self.ray, self.args, self.start_steps = ray, args, steps
@@ -147,23 +139,14 @@ class Machines:
         # their own, which Ray does not schedule; the node affinity puts exactly one on each machine.
         model_state = ray.put(shared_model.state_dict())
         optimizer_state = ray.put(optimizer.state_dict() if optimizer is not None else None)
-        group = ray.remote(num_cpus=0, max_restarts=0)(Group)
+        # Ray restarts a group whose process died, as often as it takes; this driver counts the deaths and drops a
+        # group that died more than --max-restarts times within --restart-window seconds, as on one machine.
+        group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
         self.groups = [
             group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
-                i,
-                self.names[i],
-                args,
-                spaces,
-                model_state,
-                optimizer_state,
-                steps,
-                self.server,
-                args.sync_interval,
-                shared_model_and_optimizer,
-                train,
-                i * args.num_processes,
-                make_env,
-            )
+                index=i, name=self.names[i], params=args, spaces=spaces, model_state=model_state,
+                optimizer_state=optimizer_state, steps=steps, server=self.server, model_class=model_class,
+                optimizer_class=optimizer_class, train=train, first_rank=i * args.num_processes, make_env=make_env)
             for i, node in enumerate(nodes)
         ]
         self.workers = len(nodes) * args.num_processes
@@ -174,6 +157,9 @@ class Machines:
         self.pending_pull = None
         self.failure = None  # (name, why) that ends the run
         self.lost = {}
+        self.deaths = [deque() for _ in nodes]  # when each machine's group died, within the restart window
+        self.restarting = {}  # machine -> when its group died, until it answers again
+        self.restarts = [0] * len(nodes)
         for i, ready in enumerate([g.ready.remote() for g in self.groups]):
             try:
                 ray.get(ready, timeout=START_TIMEOUT)
@@ -186,10 +172,27 @@ class Machines:
     def take(self, i: int, report, handle) -> None:
         for event in report.events:
             handle(event)
+        if self.restarting.pop(i, None) is not None:  # a restarted group counts again from its synced steps
+            self.steps_of[i] = report.steps
+            print(f"main.py: {self.names[i]} rejoined with the global weights", file=sys.stderr, flush=True)
         self.steps_of[i] = max(self.steps_of[i], report.steps)
         self.sync_ms[i] = (self.sync_ms[i] + report.sync_ms)[-20:]
         if report.dead and self.failure is None:
             self.failure = report.dead
+
+    def died(self, i: int, why: str, handle) -> None:
+        """A machine's group died: Ray starts it again, unless it died too often (then it is dropped)."""
+        now = time.time()
+        deaths = self.deaths[i]
+        deaths.append(now)
+        while deaths and deaths[0] < now - self.args.restart_window:
+            deaths.popleft()
+        if len(deaths) > self.args.max_restarts:
+            self.lose(i, f"{why} (died {len(deaths)} times within {self.args.restart_window:g} s)")
+            return
+        self.restarting[i] = now
+        self.restarts[i] += 1
+        handle(("restart", self.names[i], why, self.restarts[i]))
 
     def lose(self, i: int, why: str) -> None:
         """A machine's group is gone: drop it; the others go on, or the run stops when none is left."""
@@ -217,7 +220,11 @@ class Machines:
                 try:
                     self.take(i, self.ray.get(ref), handle)
                 except self.actor_errors as error:
-                    self.lose(i, why_dead(error))
+                    if i not in self.restarting:  # else: a call to the group that died, or before it is back
+                        self.died(i, why_dead(error), handle)
+            elif i in self.restarting:
+                if time.time() - self.restarting[i] > START_TIMEOUT:
+                    self.lose(i, f"not back within {START_TIMEOUT} s of its restart")
             elif time.time() - asked > SILENCE_LIMIT:
                 self.lose(i, f"no answer for {SILENCE_LIMIT} s")
 
@@ -318,7 +325,7 @@ class ClusterRun(supervision.Run):
         machines, workers = len(self.nodes), self.args.num_processes
         return f"{machines} machine{'s' * (machines != 1)} x {workers} worker{'s' * (workers != 1)}"
 
-    def start_machines(self, ray, env, shared_model_and_optimizer, train) -> int:
+    def start_machines(self, ray, env, model_class, optimizer_class, train) -> int:
         """One group per machine, from the weights and statistics this run starts from; returns the workers."""
         self.machines = Machines(
             ray,
@@ -327,8 +334,9 @@ class ClusterRun(supervision.Run):
             self.shared_model,
             self.optimizer,
             self.counter_start,
-            shared_model_and_optimizer,
-            train,
+            model_class=model_class,
+            optimizer_class=optimizer_class,
+            train=train,
             nodes=self.nodes,
         )
         print(f"Machines: {', '.join(self.machines.names)}; each syncs every {self.args.sync_interval:g} s", flush=True)
@@ -337,25 +345,25 @@ class ClusterRun(supervision.Run):
     def keep_up(self):
         self.machines.poll(self.handle)
         self.machines.refresh(self.shared_model)  # the test process plays the global weights
-        self.counter.value = self.machines.steps()
+        self.shared.base.value = self.machines.steps()  # the run's count (the test process adds none)
 
-    def dead_process(self):
-        return super().dead_process() or self.machines.failure
+    def failure(self):
+        return super().failure() or self.machines.failure
 
     def stop_children(self):
         self.machines.stop(self.handle)  # first: the groups' last syncs
         super().stop_children()
 
-    def save_all(self, steps=None):
+    def save_all(self, steps=None, final: bool = False) -> bool:
         synced = self.machines.pull_into(self.shared_model, self.optimizer)
-        self.counter.value = self.machines.steps()
-        super().save_all(synced if synced is not None else self.counter.value)
+        self.shared.base.value = self.machines.steps()
+        return super().save_all(synced if synced is not None else self.steps(), final)
 
     def status_line(self) -> str:
         return f"{super().status_line()} | {self.machines.describe(time.time() - self.start_time)}"
 
 
-def main(args, shared_model_and_optimizer, create_atari_env, train, test) -> int:
+def main(args, model_class, optimizer_class, create_atari_env, train, test) -> int:
     """main.py's main on a cluster: the same run, the same record, one group of workers per machine."""
     if args.no_shared:
         fail(
@@ -367,15 +375,13 @@ def main(args, shared_model_and_optimizer, create_atari_env, train, test) -> int
     try:
         torch.manual_seed(args.seed)
         env = create_atari_env(args.env_name)
-        shared_model, optimizer = shared_model_and_optimizer(args, env)
+        shared_model, optimizer = shared_model_and_optimizer(args, env, model_class, optimizer_class)
         run = ClusterRun(args, shared_model, optimizer, training_nodes(ray))
         try:
-            workers = run.start_machines(ray, env, shared_model_and_optimizer, train)
+            workers = run.start_machines(ray, env, model_class, optimizer_class, train)
         except ClusterError as error:
             fail(f"main.py: error: {error}")
-        test_process = mp.get_context("spawn").Process(
-            target=supervision.child, args=(run.link("test"), test, workers, args, shared_model, run.counter)
-        )
+        test_process = mp.get_context("spawn").Process(target=run.child(test), args=(workers, args, shared_model))
         test_process.start()
         return run.supervise([test_process])
     finally:

@@ -49,8 +49,8 @@ class Game:
     """One game of a worker: the current frame, the LSTM state carried between rollouts and the episode's
     length, stepped as train.py's loop steps its game."""
 
-    def __init__(self, env, state, rank: int, index: int, args, counter, link):
-        self.env, self.rank, self.index, self.args, self.counter, self.link = env, rank, index, args, counter, link
+    def __init__(self, env, state, rank: int, index: int, args, link):
+        self.env, self.rank, self.index, self.args, self.link = env, rank, index, args, link
         self.state = torch.from_numpy(state)
         self.done = True
         self.hx = self.cx = None
@@ -66,7 +66,7 @@ class Game:
         self.episode_length += 1
         state, reward, terminated, truncated, info = self.env.step(action)
         self.done = terminated or truncated or self.episode_length >= self.args.max_episode_length
-        self.link.game_step(self.rank, self.counter, reward, self.done, info, game=self.index)
+        self.link.game_step(self.rank, reward, self.done, info, game=self.index)
         if self.done:
             self.episode_length = 0
             state, _ = self.env.reset()
@@ -151,16 +151,18 @@ def a3c_loss(values, log_probs, entropies, rewards: list, R: float, args):
     return policy_loss, value_loss
 
 
-def batch_loss(model, traj: Trajectory, args) -> torch.Tensor:
+def batch_loss(model, traj: Trajectory, args):
     """The mean over the K games of train.py's loss, policy_loss + value_loss_coef * value_loss, each
-    game's from its own rollout: with K = 1, the course's loss."""
+    game's from its own rollout: with K = 1, the course's loss. Returned with the means of the policy
+    loss, the value loss and the entropy (detached), for the run's record."""
     values, log_probs, entropies = loss_terms(model, traj)
-    loss = 0
+    loss, parts = 0, [0.0, 0.0, 0.0]
     for steps, rewards, R in zip(traj.steps_of_game, traj.rewards, traj.R):
         steps = torch.tensor(steps)
         policy_loss, value_loss = a3c_loss(values[steps], log_probs[steps], entropies[steps], rewards, R, args)
         loss = loss + policy_loss + args.value_loss_coef * value_loss
-    return loss / len(traj.rewards)
+        parts = [a + b.detach() for a, b in zip(parts, (policy_loss, value_loss, entropies[steps].sum()))]
+    return loss / len(traj.rewards), [part / len(traj.rewards) for part in parts]
 
 
 def game_seed(args, rank: int, index: int) -> int:
@@ -169,7 +171,7 @@ def game_seed(args, rank: int, index: int) -> int:
     return args.seed + rank + index * 1_000_000
 
 
-def work(rank, args, envs, model, shared_model, counter, lock, optimizer, link, ensure_shared_grads):
+def work(rank, args, envs, model, shared_model, optimizer, link, ensure_shared_grads):
     """train.py's loop, from after its set-up (seed, envs, local model, optimizer) on, on the K games
     of `envs`."""
     torch.set_num_threads(1)  # one intra-op thread per worker: N workers share the cores, not N x cores
@@ -180,18 +182,17 @@ def work(rank, args, envs, model, shared_model, counter, lock, optimizer, link, 
     model = model.to(memory_format=torch.channels_last)
     shared_adam = all("exp_avg" in optimizer.state[p] for group in optimizer.param_groups
                       for p in group["params"])  # SharedAdam: its state exists from the start
-    games = [Game(env, env.reset(seed=game_seed(args, rank, k))[0], rank, k, args, counter, link)
+    games = [Game(env, env.reset(seed=game_seed(args, rank, k))[0], rank, k, args, link)
              for k, env in enumerate(envs)]
-    while not link.stop_requested(counter, args):
+    while not link.stop_requested():
         copy_weights(shared_model, model)  # 1. sync with the shared model
         traj = play_rollout(model, games, args.num_steps)  # 2. play (and 3. bootstrap R), every game
-        with lock:
-            counter.value += len(traj.actions)  # once per rollout: the same total, fewer lock round-trips
-        loss = batch_loss(model, traj, args)  # 4. returns, GAE and the two losses of each game
+        link.add_steps(len(traj.actions))  # once per rollout: the same total
+        loss, (policy_loss, value_loss, entropy) = batch_loss(model, traj, args)  # 4. returns, GAE, the losses
         model.zero_grad()  # 5. backward, clip, hand over, step
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        if not link.finite_update(rank, loss, grad_norm, args.max_nonfinite):
+        if not link.update(rank, policy_loss, value_loss, entropy, grad_norm):
             continue
         ensure_shared_grads(model, shared_model)
         if shared_adam:

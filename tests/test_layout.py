@@ -69,6 +69,7 @@ import torch.multiprocessing as mp
 
 import main
 import my_optim
+from a3c_extras.supervision import WorkerLink
 from envs import create_atari_env
 from model import ActorCritic
 from test import test
@@ -81,13 +82,13 @@ if __name__ == "__main__":
     shared_model.share_memory()
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     optimizer.share_memory()
-    counter, lock = mp.Value("i", 0), mp.Lock()
-    p = mp.Process(target=test, args=(args.num_processes, args, shared_model, counter), daemon=True)
+    p = mp.Process(target=test, args=(args.num_processes, args, shared_model), daemon=True)
     p.start()
     before = [t.clone() for t in shared_model.parameters()]
-    train(0, args, shared_model, counter, lock, optimizer)
+    link = WorkerLink(max_steps=args.max_steps)  # to count the steps; train makes the same one without it
+    train(0, args, shared_model, optimizer, link=link)
     changed = any(not a.equal(b) for a, b in zip(before, shared_model.parameters()))
-    print(f"steps {{counter.value}} updates {{optimizer.state[shared_model.conv1.weight]['step'].item():.0f}} "
+    print(f"steps {{link.total_steps()}} updates {{optimizer.state[shared_model.conv1.weight]['step'].item():.0f}} "
           f"changed {{changed}}", flush=True)
     p.join()  # the course's test process plays on forever: the test stops it once it has printed
 """
@@ -96,8 +97,7 @@ if __name__ == "__main__":
 @pytest.mark.parametrize("rollout", ["classic", "fast"])
 def test_the_course_calls_run_as_typed(rollout, tmp_path):
     """ActorCritic(env.observation_space.shape[0], env.action_space), SharedAdam, train(rank, args,
-    shared_model, counter, lock, optimizer) and test(rank, args, shared_model, counter), as the course
-    and the reference's last version call them."""
+    shared_model, optimizer) and test(rank, args, shared_model), as the course calls them."""
     script = tmp_path / "course_calls.py"
     script.write_text(COURSE_CALLS.format(extra=["--rollout", rollout]))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
