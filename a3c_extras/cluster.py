@@ -121,31 +121,31 @@ class Machines:
 
     def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, *, model_class, optimizer_class, train,
                  make_env=None, nodes=None):
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
         self.ray, self.args, self.start_steps = ray, args, steps
         self.actor_errors = (RayActorError, GetTimeoutError)
+        self.restarting_error = ActorUnavailableError
         nodes = training_nodes(ray) if nodes is None else nodes
         if not nodes:
             raise ClusterError("the Ray cluster has no node with CPUs")
         self.names = [f"machine {i} ({node['NodeManagerAddress']})" for i, node in enumerate(nodes)]
         here = ray.get_runtime_context().get_node_id()
+        server_name = f"a3c-parameter-server-{os.getpid()}-{time.time_ns()}"
         self.server = (
             ray.remote(num_cpus=0)(ParameterServer)
-            .options(scheduling_strategy=on_node(here))
-            .remote(flat_weights(shared_model).numpy(), steps, len(nodes))
+            .options(scheduling_strategy=on_node(here), name=server_name)
+            .remote(flat_weights(shared_model).numpy(), steps, len(nodes),
+                    optimizer.state_dict() if optimizer is not None else None)
         )
-        # Sent once, read by every group. Groups take no CPU from Ray's count: their workers are processes of
-        # their own, which Ray does not schedule; the node affinity puts exactly one on each machine.
-        model_state = ray.put(shared_model.state_dict())
-        optimizer_state = ray.put(optimizer.state_dict() if optimizer is not None else None)
+        # Each group takes the weights and statistics from the server. Groups take no CPU from Ray's count: their
+        # workers are processes of their own, which Ray does not schedule; the node affinity puts one on each machine.
         # Ray restarts a group whose process died, as often as it takes; this driver counts the deaths and drops a
         # group that died more than --max-restarts times within --restart-window seconds, as on one machine.
         group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
         self.groups = [
             group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
-                index=i, name=self.names[i], params=args, spaces=spaces, model_state=model_state,
-                optimizer_state=optimizer_state, steps=steps, server=self.server, model_class=model_class,
+                index=i, name=self.names[i], params=args, spaces=spaces, server=server_name, model_class=model_class,
                 optimizer_class=optimizer_class, train=train, first_rank=i * args.num_processes, make_env=make_env)
             for i, node in enumerate(nodes)
         ]
@@ -159,6 +159,7 @@ class Machines:
         self.lost = {}
         self.deaths = [deque() for _ in nodes]  # when each machine's group died, within the restart window
         self.restarting = {}  # machine -> when its group died, until it answers again
+        self.pids = [None] * len(nodes)  # each group's process, as its last report gave it
         self.restarts = [0] * len(nodes)
         for i, ready in enumerate([g.ready.remote() for g in self.groups]):
             try:
@@ -170,11 +171,18 @@ class Machines:
         return self.start_steps + sum(self.steps_of)
 
     def take(self, i: int, report, handle) -> None:
+        restarted = self.pids[i] is not None and report.pid != self.pids[i]  # Ray restarted the group
+        if restarted and i not in self.restarting:  # its death went unnoticed: the calls went to its successor
+            self.died(i, "its process ended", handle)
+            if i not in self.alive:
+                return
+        if i in self.restarting and (restarted or self.pids[i] is None):
+            del self.restarting[i]
+            self.steps_of[i] = report.steps  # counting again from its steps that reached the server
+            print(f"main.py: {self.names[i]} rejoined with the global weights", file=sys.stderr, flush=True)
+        self.pids[i] = report.pid
         for event in report.events:
             handle(event)
-        if self.restarting.pop(i, None) is not None:  # a restarted group counts again from its synced steps
-            self.steps_of[i] = report.steps
-            print(f"main.py: {self.names[i]} rejoined with the global weights", file=sys.stderr, flush=True)
         self.steps_of[i] = max(self.steps_of[i], report.steps)
         self.sync_ms[i] = (self.sync_ms[i] + report.sync_ms)[-20:]
         if report.dead and self.failure is None:
@@ -221,7 +229,8 @@ class Machines:
                     self.take(i, self.ray.get(ref), handle)
                 except self.actor_errors as error:
                     if i not in self.restarting:  # else: a call to the group that died, or before it is back
-                        self.died(i, why_dead(error), handle)
+                        restarting = isinstance(error, self.restarting_error)
+                        self.died(i, "its process ended" if restarting else why_dead(error), handle)
             elif i in self.restarting:
                 if time.time() - self.restarting[i] > START_TIMEOUT:
                     self.lose(i, f"not back within {START_TIMEOUT} s of its restart")

@@ -14,6 +14,7 @@ run. A group whose process dies is restarted by Ray (--max-restarts times) and r
 These classes are plain Python; cluster.py makes them Ray actors (ray.remote), so importing this module loads no Ray.
 """
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,10 +58,15 @@ def copy_flat_(model, vector: torch.Tensor) -> None:
 class ParameterServer:
     """The global weights and the global step count; groups add to them, the driver reads them."""
 
-    def __init__(self, weights: np.ndarray, steps: int, machines: int):
+    def __init__(self, weights: np.ndarray, steps: int, machines: int, optimizer_state: dict | None = None):
         self.weights = np.array(weights, dtype=np.float32)  # a writable copy
         self.steps = steps
         self.synced_steps = [0] * machines  # each machine's steps that reached the global weights
+        self.optimizer_state = optimizer_state  # the SharedAdam statistics the run started from
+
+    def start_state(self):
+        """What a group starts from: the global weights and steps, its own synced steps, the first statistics."""
+        return self.weights, self.steps, self.synced_steps, self.optimizer_state
 
     def sync(self, machine: int, delta: np.ndarray, steps: int):
         """Add what one machine's weights moved and the steps it took; answer with the global weights and steps."""
@@ -81,6 +87,7 @@ class Report:
     steps: int  # agent steps this group took in this sitting
     dead: tuple | None  # (name, why) of a worker that died too often, or of the sync thread's failure
     sync_ms: list = field(default_factory=list)  # round trips of the syncs since the last poll
+    pid: int = 0  # the group's process: another one means that Ray restarted the group
 
 
 def shared_model_and_optimizer(params, spaces, model_class, optimizer_class):
@@ -99,21 +106,27 @@ class Group:
     (supervision.Children: a worker that dies is replaced), and a thread syncing with the server. Workers are
     started with the spawn method: forking a process that runs Ray's threads is unsafe.
 
-    When Ray restarts a group (its process died), this constructor runs again: the group then rejoins with the
-    global weights and the global step count, not with those the run started from."""
+    A group starts from the server's weights and step count (or, in tests, from model_state and steps): when Ray
+    restarts one whose process died, it rejoins with the global weights, not with those the run started from. It
+    starts again from the run's first SharedAdam statistics: its own died with it."""
 
-    def __init__(self, *, index: int, name: str, params, spaces, model_state: dict, optimizer_state, steps: int,
-                 server, model_class, optimizer_class, train, first_rank: int, make_env=None):
+    def __init__(self, *, index: int, name: str, params, spaces, server, model_class, optimizer_class, train,
+                 first_rank: int, make_env=None, model_state: dict | None = None, optimizer_state=None, steps: int = 0):
         torch.set_num_threads(1)
+        if isinstance(server, str):  # the server's name: Ray keeps a restartable actor's handle arguments badly
+            import ray
+
+            server = ray.get_actor(server)
         self.index, self.name, self.args, self.server = index, name, params, server
         self.interval = params.sync_interval
         self.model, self.optimizer = shared_model_and_optimizer(params, spaces, model_class, optimizer_class)
-        load_shared(self.model, self.optimizer, model_state, optimizer_state)
         self.own_steps = 0  # this group's steps that reached the server, this sitting
-        if restarted_by_ray():
-            weights, steps, synced = self.pull()
+        if model_state is None:  # from the server: at the first start as after a restart, the global weights
+            weights, steps, synced, optimizer_state = self.start_state()
             copy_flat_(self.model, torch.from_numpy(np.array(weights)))
             self.own_steps = synced[index]
+            model_state = self.model.state_dict()
+        load_shared(self.model, self.optimizer, model_state, optimizer_state)
         self.at_last_sync = flat_weights(self.model)  # what the server knows of this group
         ctx = mp.get_context("spawn")
         # The workers' count is this group's view of the global count: the server's at the last sync, plus the
@@ -135,10 +148,10 @@ class Group:
     def ready(self) -> int:
         return len(self.children.children)
 
-    def pull(self):
+    def start_state(self):
         import ray
 
-        return ray.get(self.server.pull.remote())
+        return ray.get(self.server.start_state.remote())
 
     def exchange(self, delta: np.ndarray, steps: int):
         """One round trip to the server: (merged weights, global steps)."""
@@ -177,7 +190,7 @@ class Group:
         steps = self.own_steps + sum(self.shared.steps[:]) - self.counted
         events, self.outbox[:] = list(self.outbox), []
         sync_ms, self.sync_ms = self.sync_ms, []
-        return Report(events, steps, dead, sync_ms)
+        return Report(events, steps, dead, sync_ms, os.getpid())
 
     def poll(self) -> Report:
         self.children.poll(0)
@@ -194,13 +207,3 @@ class Group:
 
     def optimizer_state(self) -> dict | None:
         return self.optimizer.state_dict() if self.optimizer is not None else None
-
-
-def restarted_by_ray() -> bool:
-    """Whether Ray is running this actor's constructor again, after its process died (False outside Ray)."""
-    try:
-        import ray
-
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
-    except Exception:  # noqa: BLE001 - not in a Ray actor (the tests build groups directly)
-        return False
