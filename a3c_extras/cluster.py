@@ -19,7 +19,6 @@ Ray is imported by connect(), so importing this module loads no Ray.
 
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -35,7 +34,7 @@ import torch.multiprocessing as mp
 from a3c_extras import supervision
 from a3c_extras.cli import fail
 from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights, shared_model_and_optimizer
-from a3c_extras.errors import first_line
+from a3c_extras.errors import first_line, why_actor_died
 
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent  # the project, shipped to every machine of the cluster
@@ -165,7 +164,7 @@ class Machines:
             try:
                 ray.get(ready, timeout=START_TIMEOUT)
             except self.actor_errors as error:
-                raise ClusterError(f"{self.names[i]} could not start its workers: {why_dead(error)}")
+                raise ClusterError(f"{self.names[i]} could not start its workers: {why_actor_died(error)}")
 
     def steps(self) -> int:
         return self.start_steps + sum(self.steps_of)
@@ -230,7 +229,7 @@ class Machines:
                 except self.actor_errors as error:
                     if i not in self.restarting:  # else: a call to the group that died, or before it is back
                         restarting = isinstance(error, self.restarting_error)
-                        self.died(i, "its process ended" if restarting else why_dead(error), handle)
+                        self.died(i, "its process ended" if restarting else why_actor_died(error), handle)
             elif i in self.restarting:
                 if time.time() - self.restarting[i] > START_TIMEOUT:
                     self.lose(i, f"not back within {START_TIMEOUT} s of its restart")
@@ -262,7 +261,7 @@ class Machines:
 
     def _server_died(self, error) -> None:
         if self.failure is None:
-            self.failure = ("the parameter server", why_dead(error))
+            self.failure = ("the parameter server", why_actor_died(error))
 
     def pull_into(self, shared_model, optimizer) -> int | None:
         """Global weights and one machine's SharedAdam statistics into the driver's copies, for a checkpoint;
@@ -290,7 +289,7 @@ class Machines:
                     self.take(i, self.ray.get(self.pending.pop(i)[0], timeout=CALL_TIMEOUT), handle)
                 report = self.ray.get(ref, timeout=CALL_TIMEOUT)
             except self.actor_errors as error:
-                self.lose(i, why_dead(error))
+                self.lose(i, why_actor_died(error))
                 continue
             report.dead = None  # workers the stop itself had to kill are no failure
             self.take(i, report, handle)
@@ -309,17 +308,6 @@ class Machines:
     def shutdown(self) -> None:
         for actor in [*self.groups, self.server]:
             self.ray.kill(actor)
-
-
-def why_dead(error) -> str:
-    """Why an actor is gone, in one line: Ray's message names the cause after its first line, then lists the
-    usual suspects."""
-    text = str(error).split("Some common causes")[0]
-    for pattern in (r"Worker exit detail:(.+)", r"The actor is dead because(.+)", r"(\w+(?:Error|Exception): .+)"):
-        found = re.search(pattern, text, re.DOTALL)
-        if found:
-            return " ".join(found.group(1).split())[:200]
-    return first_line(error)
 
 
 class ClusterRun(supervision.Run):

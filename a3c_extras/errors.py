@@ -1,5 +1,6 @@
 """Errors as the user reads them: one line."""
 
+import re
 import signal
 import traceback
 from pathlib import Path
@@ -33,3 +34,14 @@ def describe_os_error(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror + (f": {error.filename}" if error.filename else "")
     return f"{type(error).__name__}: {first_line(error)}"
+
+
+def why_actor_died(error) -> str:
+    """Why an actor is gone, in one line: Ray's message names the cause after its first line, then lists the
+    usual suspects."""
+    text = str(error).split("Some common causes")[0]
+    for pattern in (r"Worker exit detail:(.+)", r"The actor is dead because(.+)", r"(\w+(?:Error|Exception): .+)"):
+        found = re.search(pattern, text, re.DOTALL)
+        if found:
+            return " ".join(found.group(1).split())[:200]
+    return first_line(error)

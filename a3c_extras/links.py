@@ -28,6 +28,7 @@ FRAME = struct.Struct("!I")  # each message on a child's pipe: its length, then 
 SEND_EVERY = 0.25  # seconds between a child's batches of events
 LOSSES_EVERY = 2.0  # seconds between a worker's averages of its losses
 OUTBOX_LIMIT = 100_000  # events a child keeps while its supervisor does not read (the oldest go first)
+KEPT_LOCALLY = 10_000  # the latest events a link to no run keeps (for tests)
 
 
 def budget_reached(steps: int, max_steps: int) -> bool:
@@ -63,7 +64,7 @@ class WorkerLink:
         self.name, self.make_env, self.max_steps, self.max_nonfinite = name, make_env, max_steps, max_nonfinite
         self.shared, self.slot, self.writer, self.best_path = None, 0, None, None
         self.local_steps, self.local_stop = 0, False
-        self.events = deque(maxlen=OUTBOX_LIMIT)  # a link to no run: what it would have sent; a run's: the outbox
+        self.events = deque(maxlen=KEPT_LOCALLY)  # a link to no run: the latest it would have sent
         self.game_return, self.game_length = {}, {}  # per game of the worker: raw score and length so far
         self.skipped = self.skipped_in_a_row = 0  # non-finite updates
         self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
@@ -74,6 +75,7 @@ class WorkerLink:
                best_path=None):
         link = cls(make_env=make_env, max_steps=max_steps, max_nonfinite=max_nonfinite)
         link.shared, link.slot, link.writer, link.best_path = shared, slot, writer, best_path
+        link.events = deque(maxlen=OUTBOX_LIMIT)  # the outbox (without a writer: a benchmark's, kept nowhere)
         return link
 
     # ---------------------------------------------------------------- steps and stopping
@@ -107,6 +109,8 @@ class WorkerLink:
 
     def report(self, *event) -> None:
         """Queue an event for the supervisor; never blocks (the child's sender thread writes the pipe)."""
+        if self.shared is not None and self.writer is None:
+            return  # counts shared, events told to no one (benchmarks)
         self.events.append(event)
         if self.sender is None and self.writer is not None:
             self.sender = Sender(self.writer, self.events)

@@ -298,12 +298,23 @@ class EvaluationVideos:
 
     def start_episode(self, env) -> None:
         if self.folder and self.episodes % self.every == 0:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.recorder = recorder_for(self.folder / f"eval-{self.episodes:04d}.mp4", env, self.overlay)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.recorder = recorder_for(self.folder / f"eval-{self.episodes:04d}.mp4", env, self.overlay)
+            except (OSError, VideoError) as error:  # a full disk, a read-only directory: no video, the run goes on
+                print(f"test: video not saved: {describe(error)}", file=sys.stderr, flush=True)
 
     def add_frame(self, env, observation, prob, value) -> None:
-        add_step(self.recorder, env, observation.numpy() if hasattr(observation, "numpy") else observation,
-                 prob.numpy() if hasattr(prob, "numpy") else prob, value)
+        try:
+            add_step(self.recorder, env, observation.numpy() if hasattr(observation, "numpy") else observation,
+                     prob.numpy() if hasattr(prob, "numpy") else prob, value)
+        except VideoError as error:  # the encoder failed (a full disk): this episode gets no video
+            recorder, self.recorder = self.recorder, None
+            print(f"test: video not saved: {error}", file=sys.stderr, flush=True)
+            try:
+                recorder.close()
+            except VideoError:
+                pass
 
     def end_episode(self, num_steps: int | None, reward: float | None) -> None:
         """Close the episode's video under its final name; None: the episode did not finish."""
