@@ -373,6 +373,7 @@ class Run:
         or the final checkpoint could not be written."""
         self.children.adopt(processes)
         last_save = last_status = time.time()
+        status_steps = self.steps()
         with stop_signals() as signals:
             while True:
                 self.children.poll(0.5)
@@ -386,7 +387,9 @@ class Run:
                     last_save = now
                 if now - last_status >= self.args.status_interval:
                     print(self.status_line(), flush=True)
-                    last_status = now
+                    steps = self.steps()
+                    self.notify("speed", steps, (steps - status_steps) / (now - last_status), self.args.lr)
+                    last_status, status_steps = now, steps
             self.stop_children()
             failure = failure or self.failure()
             saved = self.save_all(final=True)

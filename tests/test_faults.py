@@ -2,6 +2,7 @@
 ends the run in one line, a checkpoint that cannot be written costs nothing."""
 
 import errno
+import math
 import os
 import random
 import re
@@ -145,12 +146,28 @@ def failing_writes(monkeypatch, fail_calls, path):
     return on_disk, calls
 
 
+class Listener:
+    """What a dashboard would be told, by method."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def __getattr__(self, method):
+        if method.startswith("__"):
+            raise AttributeError(method)
+        return lambda *values: self.calls.setdefault(method, []).append(values)
+
+
 def test_a_checkpoint_that_cannot_be_written_costs_nothing(tmp_path, capfd, monkeypatch):
     """Checkpoints every second; the 2nd and 3rd fail as on a full disk. The run goes on to its budget, says so in
     one line each time, the first checkpoint stays on disk and loads, and the next write replaces it."""
     args, shared_model, optimizer, run = catch_run(tmp_path, "--save-interval", "1", "--max-time", "6")
     on_disk, calls = failing_writes(monkeypatch, {2, 3}, tmp_path / "checkpoint.pt")
+    heard = Listener()
+    run.listeners.append(heard)
     assert run.supervise(start(run, args, shared_model, optimizer)) == 0
+    assert {"train_game", "eval_episode", "losses", "speed"} <= set(heard.calls), set(heard.calls)  # for a dashboard
+    assert all(len(values) == 5 and all(map(math.isfinite, values)) for values in heard.calls["losses"])
     err = capfd.readouterr().err
     assert calls[0] >= 4, calls  # the saves after the failed ones were tried, and the final one
     assert len(on_disk) == 2 and on_disk[0] is not None and on_disk[0] == on_disk[1]  # the first one, intact
