@@ -127,7 +127,8 @@ class WorkerLink:
         """After backward and clipping: whether the update may go to the shared model. One whose losses or
         gradient are not finite is skipped and counted; max_nonfinite of them in a row end the worker. The
         finite ones are averaged and sent every LOSSES_EVERY seconds (for a dashboard)."""
-        values = [float(v) for v in (policy_loss, value_loss, entropy, grad_norm)]  # floats or 1-element tensors
+        values = [float(v.detach() if hasattr(v, "detach") else v)  # floats or 1-element tensors
+                  for v in (policy_loss, value_loss, entropy, grad_norm)]
         if not all(math.isfinite(v) for v in values):
             self.skipped += 1
             self.skipped_in_a_row += 1

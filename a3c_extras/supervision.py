@@ -63,18 +63,21 @@ class Children:
         self.failure = None
 
     def body(self, target, name: str | None = None, args: tuple | None = None, kwargs: dict | None = None,
-             rank: int | None = None) -> ChildBody:
-        """The target of a new child process; `args` are those it will be started with, when known."""
+             rank: int | None = None, **link_options) -> ChildBody:
+        """The target of a new child process; `args` are those it will be started with, when known; link_options
+        override the children's (see WorkerLink.of_run)."""
         slot, self.slots = self.slots, self.slots + 1
         if slot >= len(self.shared.steps):
             raise ValueError(f"more children than the {len(self.shared.steps)} the run has room for")
-        child = Child(self.new_body(target, name, slot), args, kwargs or {}, rank)
+        child = Child(self.new_body(target, name, slot, link_options), args, kwargs or {}, rank)
         self.waiting.append(child)
         return child.body
 
-    def new_body(self, target, name, slot: int) -> ChildBody:
+    def new_body(self, target, name, slot: int, link_options: dict) -> ChildBody:
         reader, writer = self.ctx.Pipe(duplex=False)
-        body = ChildBody(target, WorkerLink.of_run(self.shared, slot, writer, **self.link_options), name)
+        link = WorkerLink.of_run(self.shared, slot, writer, **(self.link_options | link_options))
+        body = ChildBody(target, link, name)
+        body.link_options = link_options
         body.reader = reader  # the supervisor's end, taken by adopt()
         return body
 
@@ -172,7 +175,7 @@ class Children:
         if child.args is None:
             rank = self.shared.ranks[child.slot]
             child.args = self.make_args(child.target, rank if rank >= 0 else child.rank)
-        child.body = self.new_body(child.target, child.body.name, child.slot)
+        child.body = self.new_body(child.target, child.body.name, child.slot, child.body.link_options)
         new = type(p)(target=child.body, args=child.args, kwargs=child.kwargs, daemon=p.daemon)
         new.start()
         self.attach(child, new)
@@ -265,8 +268,8 @@ class Run:
     def child(self, target) -> ChildBody:
         """The target of a child process of this run: mp.Process(target=run.child(train), args=(rank, ...)) runs
         train(rank, ..., link=<its link>) in the child, which the run names, watches and replaces if it dies."""
-        if child_name(target, (0,)) == "test":
-            return self.children.body(target, rank=self.args.num_processes)
+        if child_name(target, (0,)) == "test":  # stopped by the run, as it always was: the step budget is the workers'
+            return self.children.body(target, rank=self.args.num_processes, max_steps=0)
         self.workers_made += 1
         return self.children.body(target, rank=self.workers_made - 1)
 
