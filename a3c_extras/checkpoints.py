@@ -1,5 +1,6 @@
 """Checkpoints: written atomically, loaded safely (weights_only=True), checked before use."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,14 +23,20 @@ def checkpoint_path(path) -> Path:
 
 def save_checkpoint(path, payload: dict) -> None:
     """Write beside the target, flush to disk, then rename over it: a kill at any moment leaves either
-    the old or the new checkpoint, never half of one."""
+    the old or the new checkpoint, never half of one. A write that fails (a full disk) leaves the old one
+    and removes its half-written copy."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def checkpoint(model, optimizer, counter: int, elapsed, best_reward, args) -> dict:

@@ -83,6 +83,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between status lines (default: 30)")
     p.add_argument("--max-nonfinite", type=number(int, low=1), default=100,
                    help="stop when this many updates in a row have a non-finite loss (default: 100)")
+    p.add_argument("--max-restarts", type=number(int, low=0), default=5,
+                   help="a worker or the test process that dies is replaced, unless it died more than this many "
+                        "times within --restart-window seconds: then the run stops with status 1 (default: 5)")
+    p.add_argument("--restart-window", type=number(float, above=0), default=600,
+                   help="seconds over which --max-restarts counts (default: 600)")
     p.add_argument("--record-every", type=number(int, low=0), default=10,
                    help="record the first evaluation and then every N-th to <run-dir>/videos (0: never)")
     p.add_argument("--no-tensorboard", action="store_true",

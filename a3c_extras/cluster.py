@@ -6,21 +6,23 @@ the global weights. This process (the driver) does what supervision.Run does on 
 checkpoints, progress.csv, the curve and the status line, and it runs the test process, which plays the global
 weights. Twice a second it asks every group, without waiting, for its games, its steps and its health.
 
-Faults: a machine whose group dies (its process killed, the machine down) or stays silent for SILENCE_LIMIT
-seconds is dropped, with a line on stderr, and the run goes on with the others: what that machine learnt up to its
-last sync is in the global weights, at most one sync interval of its work is lost. The run stops with a checkpoint
-and exit status 1 when no machine is left, when the parameter server dies, or when a worker dies inside a group
-(an error in training, as on one machine).
+Faults: a worker that dies inside a group is replaced there, as on one machine. A machine whose group dies (its
+process killed) is started again by Ray and rejoins with the global weights, with a line on stderr; one that died
+more than --max-restarts times within --restart-window seconds, or that stays silent for SILENCE_LIMIT seconds (or
+START_TIMEOUT while it restarts: the machine down), is dropped, and the run goes on with the others: what that
+machine learnt up to its last sync is in the global weights, at most one sync interval of its work is lost. The
+run stops with a checkpoint and exit status 1 when no machine is left, when the parameter server dies, or when a
+worker dies too often inside a group.
 
 Ray is imported by connect(), so importing this module loads no Ray.
 """
 
 import logging
 import os
-import re
 import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from statistics import median
 from types import SimpleNamespace
@@ -32,7 +34,8 @@ import torch.multiprocessing as mp
 from a3c_extras import supervision
 from a3c_extras.cli import fail
 from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights
-from a3c_extras.errors import first_line
+from a3c_extras.errors import first_line, why_actor_died
+from a3c_extras.shared import shared_model_and_optimizer
 
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent  # the project, shipped to every machine of the cluster
@@ -116,54 +119,34 @@ def spaces_of(env) -> SimpleNamespace:
 class Machines:
     """The driver's side of the cluster: the parameter server and one group per machine, polled without waiting."""
 
-    def __init__(
-        self,
-        ray,
-        args,
-        spaces,
-        shared_model,
-        optimizer,
-        steps: int,
-        shared_model_and_optimizer,
-        train,
-        make_env=None,
-        nodes=None,
-    ):
-        from ray.exceptions import GetTimeoutError, RayActorError
+    def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, *, model_class, optimizer_class, train,
+                 make_env=None, nodes=None):
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
         self.ray, self.args, self.start_steps = ray, args, steps
         self.actor_errors = (RayActorError, GetTimeoutError)
+        self.restarting_error = ActorUnavailableError
         nodes = training_nodes(ray) if nodes is None else nodes
         if not nodes:
             raise ClusterError("the Ray cluster has no node with CPUs")
         self.names = [f"machine {i} ({node['NodeManagerAddress']})" for i, node in enumerate(nodes)]
         here = ray.get_runtime_context().get_node_id()
+        server_name = f"a3c-parameter-server-{os.getpid()}-{time.time_ns()}"
         self.server = (
             ray.remote(num_cpus=0)(ParameterServer)
-            .options(scheduling_strategy=on_node(here))
-            .remote(flat_weights(shared_model).numpy(), steps, len(nodes))
+            .options(scheduling_strategy=on_node(here), name=server_name)
+            .remote(flat_weights(shared_model).numpy(), steps, len(nodes),
+                    optimizer.state_dict() if optimizer is not None else None)
         )
-        # Sent once, read by every group. Groups take no CPU from Ray's count: their workers are processes of
-        # their own, which Ray does not schedule; the node affinity puts exactly one on each machine.
-        model_state = ray.put(shared_model.state_dict())
-        optimizer_state = ray.put(optimizer.state_dict() if optimizer is not None else None)
-        group = ray.remote(num_cpus=0, max_restarts=0)(Group)
+        # Each group takes the weights and statistics from the server. Groups take no CPU from Ray's count: their
+        # workers are processes of their own, which Ray does not schedule; the node affinity puts one on each machine.
+        # Ray restarts a group whose process died, as often as it takes; this driver counts the deaths and drops a
+        # group that died more than --max-restarts times within --restart-window seconds, as on one machine.
+        group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
         self.groups = [
             group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
-                i,
-                self.names[i],
-                args,
-                spaces,
-                model_state,
-                optimizer_state,
-                steps,
-                self.server,
-                args.sync_interval,
-                shared_model_and_optimizer,
-                train,
-                i * args.num_processes,
-                make_env,
-            )
+                index=i, name=self.names[i], params=args, spaces=spaces, server=server_name, model_class=model_class,
+                optimizer_class=optimizer_class, train=train, first_rank=i * args.num_processes, make_env=make_env)
             for i, node in enumerate(nodes)
         ]
         self.workers = len(nodes) * args.num_processes
@@ -174,22 +157,50 @@ class Machines:
         self.pending_pull = None
         self.failure = None  # (name, why) that ends the run
         self.lost = {}
+        self.deaths = [deque() for _ in nodes]  # when each machine's group died, within the restart window
+        self.restarting = {}  # machine -> when its group died, until it answers again
+        self.pids = [None] * len(nodes)  # each group's process, as its last report gave it
+        self.restarts = [0] * len(nodes)
         for i, ready in enumerate([g.ready.remote() for g in self.groups]):
             try:
                 ray.get(ready, timeout=START_TIMEOUT)
             except self.actor_errors as error:
-                raise ClusterError(f"{self.names[i]} could not start its workers: {why_dead(error)}")
+                raise ClusterError(f"{self.names[i]} could not start its workers: {why_actor_died(error)}")
 
     def steps(self) -> int:
         return self.start_steps + sum(self.steps_of)
 
     def take(self, i: int, report, handle) -> None:
+        restarted = self.pids[i] is not None and report.pid != self.pids[i]  # Ray restarted the group
+        if restarted and i not in self.restarting:  # its death went unnoticed: the calls went to its successor
+            self.died(i, "its process ended", handle)
+            if i not in self.alive:
+                return
+        if i in self.restarting and (restarted or self.pids[i] is None):
+            del self.restarting[i]
+            self.steps_of[i] = report.steps  # counting again from its steps that reached the server
+            print(f"main.py: {self.names[i]} rejoined with the global weights", file=sys.stderr, flush=True)
+        self.pids[i] = report.pid
         for event in report.events:
             handle(event)
         self.steps_of[i] = max(self.steps_of[i], report.steps)
         self.sync_ms[i] = (self.sync_ms[i] + report.sync_ms)[-20:]
         if report.dead and self.failure is None:
             self.failure = report.dead
+
+    def died(self, i: int, why: str, handle) -> None:
+        """A machine's group died: Ray starts it again, unless it died too often (then it is dropped)."""
+        now = time.time()
+        deaths = self.deaths[i]
+        deaths.append(now)
+        while deaths and deaths[0] < now - self.args.restart_window:
+            deaths.popleft()
+        if len(deaths) > self.args.max_restarts:
+            self.lose(i, f"{why} (died {len(deaths)} times within {self.args.restart_window:g} s)")
+            return
+        self.restarting[i] = now
+        self.restarts[i] += 1
+        handle(("restart", self.names[i], why, self.restarts[i]))
 
     def lose(self, i: int, why: str) -> None:
         """A machine's group is gone: drop it; the others go on, or the run stops when none is left."""
@@ -217,7 +228,12 @@ class Machines:
                 try:
                     self.take(i, self.ray.get(ref), handle)
                 except self.actor_errors as error:
-                    self.lose(i, why_dead(error))
+                    if i not in self.restarting:  # else: a call to the group that died, or before it is back
+                        restarting = isinstance(error, self.restarting_error)
+                        self.died(i, "its process ended" if restarting else why_actor_died(error), handle)
+            elif i in self.restarting:
+                if time.time() - self.restarting[i] > START_TIMEOUT:
+                    self.lose(i, f"not back within {START_TIMEOUT} s of its restart")
             elif time.time() - asked > SILENCE_LIMIT:
                 self.lose(i, f"no answer for {SILENCE_LIMIT} s")
 
@@ -246,7 +262,7 @@ class Machines:
 
     def _server_died(self, error) -> None:
         if self.failure is None:
-            self.failure = ("the parameter server", why_dead(error))
+            self.failure = ("the parameter server", why_actor_died(error))
 
     def pull_into(self, shared_model, optimizer) -> int | None:
         """Global weights and one machine's SharedAdam statistics into the driver's copies, for a checkpoint;
@@ -274,7 +290,7 @@ class Machines:
                     self.take(i, self.ray.get(self.pending.pop(i)[0], timeout=CALL_TIMEOUT), handle)
                 report = self.ray.get(ref, timeout=CALL_TIMEOUT)
             except self.actor_errors as error:
-                self.lose(i, why_dead(error))
+                self.lose(i, why_actor_died(error))
                 continue
             report.dead = None  # workers the stop itself had to kill are no failure
             self.take(i, report, handle)
@@ -295,17 +311,6 @@ class Machines:
             self.ray.kill(actor)
 
 
-def why_dead(error) -> str:
-    """Why an actor is gone, in one line: Ray's message names the cause after its first line, then lists the
-    usual suspects."""
-    text = str(error).split("Some common causes")[0]
-    for pattern in (r"Worker exit detail:(.+)", r"The actor is dead because(.+)", r"(\w+(?:Error|Exception): .+)"):
-        found = re.search(pattern, text, re.DOTALL)
-        if found:
-            return " ".join(found.group(1).split())[:200]
-    return first_line(error)
-
-
 class ClusterRun(supervision.Run):
     """supervision.Run over the machines: the same record, budgets and checkpoints, of the global weights."""
 
@@ -318,7 +323,7 @@ class ClusterRun(supervision.Run):
         machines, workers = len(self.nodes), self.args.num_processes
         return f"{machines} machine{'s' * (machines != 1)} x {workers} worker{'s' * (workers != 1)}"
 
-    def start_machines(self, ray, env, shared_model_and_optimizer, train) -> int:
+    def start_machines(self, ray, env, model_class, optimizer_class, train) -> int:
         """One group per machine, from the weights and statistics this run starts from; returns the workers."""
         self.machines = Machines(
             ray,
@@ -327,8 +332,9 @@ class ClusterRun(supervision.Run):
             self.shared_model,
             self.optimizer,
             self.counter_start,
-            shared_model_and_optimizer,
-            train,
+            model_class=model_class,
+            optimizer_class=optimizer_class,
+            train=train,
             nodes=self.nodes,
         )
         print(f"Machines: {', '.join(self.machines.names)}; each syncs every {self.args.sync_interval:g} s", flush=True)
@@ -337,25 +343,25 @@ class ClusterRun(supervision.Run):
     def keep_up(self):
         self.machines.poll(self.handle)
         self.machines.refresh(self.shared_model)  # the test process plays the global weights
-        self.counter.value = self.machines.steps()
+        self.shared.base.value = self.machines.steps()  # the run's count (the test process adds none)
 
-    def dead_process(self):
-        return super().dead_process() or self.machines.failure
+    def failure(self):
+        return super().failure() or self.machines.failure
 
     def stop_children(self):
         self.machines.stop(self.handle)  # first: the groups' last syncs
         super().stop_children()
 
-    def save_all(self, steps=None):
+    def save_all(self, steps=None, final: bool = False) -> bool:
         synced = self.machines.pull_into(self.shared_model, self.optimizer)
-        self.counter.value = self.machines.steps()
-        super().save_all(synced if synced is not None else self.counter.value)
+        self.shared.base.value = self.machines.steps()
+        return super().save_all(synced if synced is not None else self.steps(), final)
 
     def status_line(self) -> str:
         return f"{super().status_line()} | {self.machines.describe(time.time() - self.start_time)}"
 
 
-def main(args, shared_model_and_optimizer, create_atari_env, train, test) -> int:
+def main(args, model_class, optimizer_class, create_atari_env, train, test) -> int:
     """main.py's main on a cluster: the same run, the same record, one group of workers per machine."""
     if args.no_shared:
         fail(
@@ -367,15 +373,13 @@ def main(args, shared_model_and_optimizer, create_atari_env, train, test) -> int
     try:
         torch.manual_seed(args.seed)
         env = create_atari_env(args.env_name)
-        shared_model, optimizer = shared_model_and_optimizer(args, env)
+        shared_model, optimizer = shared_model_and_optimizer(args, env, model_class, optimizer_class)
         run = ClusterRun(args, shared_model, optimizer, training_nodes(ray))
         try:
-            workers = run.start_machines(ray, env, shared_model_and_optimizer, train)
+            workers = run.start_machines(ray, env, model_class, optimizer_class, train)
         except ClusterError as error:
             fail(f"main.py: error: {error}")
-        test_process = mp.get_context("spawn").Process(
-            target=supervision.child, args=(run.link("test"), test, workers, args, shared_model, run.counter)
-        )
+        test_process = mp.get_context("spawn").Process(target=run.child(test), args=(workers, args, shared_model))
         test_process.start()
         return run.supervise([test_process])
     finally:

@@ -8,9 +8,13 @@ the global weights and answers with them; the group takes them, plus whatever it
 trip. Every worker's update reaches the global weights once, at most one interval late (Downpour-style, as in
 Dean et al. 2012, but with the same interval for pushing and fetching).
 
+A group's workers are supervised as on one machine: one that dies is replaced, one that dies too often stops the
+run. A group whose process dies is restarted by Ray (--max-restarts times) and rejoins with the global weights.
+
 These classes are plain Python; cluster.py makes them Ray actors (ray.remote), so importing this module loads no Ray.
 """
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +24,9 @@ import torch
 import torch.multiprocessing as mp
 
 from a3c_extras.errors import first_line
-from a3c_extras.supervision import WorkerLink, child, drain_queue, first_dead, load_shared, stop_processes
+from a3c_extras.links import SharedCounts
+from a3c_extras.shared import shared_model_and_optimizer
+from a3c_extras.supervision import Children, load_shared
 
 
 def flat_weights(model) -> torch.Tensor:
@@ -53,10 +59,15 @@ def copy_flat_(model, vector: torch.Tensor) -> None:
 class ParameterServer:
     """The global weights and the global step count; groups add to them, the driver reads them."""
 
-    def __init__(self, weights: np.ndarray, steps: int, machines: int):
+    def __init__(self, weights: np.ndarray, steps: int, machines: int, optimizer_state: dict | None = None):
         self.weights = np.array(weights, dtype=np.float32)  # a writable copy
         self.steps = steps
         self.synced_steps = [0] * machines  # each machine's steps that reached the global weights
+        self.optimizer_state = optimizer_state  # the SharedAdam statistics the run started from
+
+    def start_state(self):
+        """What a group starts from: the global weights and steps, its own synced steps, the first statistics."""
+        return self.weights, self.steps, self.synced_steps, self.optimizer_state
 
     def sync(self, machine: int, delta: np.ndarray, steps: int):
         """Add what one machine's weights moved and the steps it took; answer with the global weights and steps."""
@@ -73,58 +84,64 @@ class ParameterServer:
 class Report:
     """What a group tells the driver at each poll."""
 
-    events: list  # the workers' events since the last poll, as supervision.Run handles them
+    events: list  # the workers' events since the last poll, as supervision.Run handles them (restarts included)
     steps: int  # agent steps this group took in this sitting
-    dead: tuple | None  # (name, why) of a worker that died, or of the sync thread's failure
+    dead: tuple | None  # (name, why) of a worker that died too often, or of the sync thread's failure
     sync_ms: list = field(default_factory=list)  # round trips of the syncs since the last poll
+    pid: int = 0  # the group's process: another one means that Ray restarted the group
 
 
 class Group:
-    """One machine's Hogwild: a shared model and SharedAdam, N `train` workers, and a thread syncing with the
-    server. Workers are started with the spawn method: forking a process that runs Ray's threads is unsafe."""
+    """One machine's Hogwild: a shared model and SharedAdam, N `train` workers supervised as on one machine
+    (supervision.Children: a worker that dies is replaced), and a thread syncing with the server. Workers are
+    started with the spawn method: forking a process that runs Ray's threads is unsafe.
 
-    def __init__(
-        self,
-        index: int,
-        name: str,
-        args,
-        spaces,
-        model_state: dict,
-        optimizer_state,
-        steps: int,
-        server,
-        sync_interval: float,
-        shared_model_and_optimizer,
-        train,
-        first_rank: int,
-        make_env=None,
-    ):
+    A group starts from the server's weights and step count (or, in tests, from model_state and steps): when Ray
+    restarts one whose process died, it rejoins with the global weights, not with those the run started from. It
+    starts again from the run's first SharedAdam statistics: its own died with it."""
+
+    def __init__(self, *, index: int, name: str, params, spaces, server, model_class, optimizer_class, train,
+                 first_rank: int, make_env=None, model_state: dict | None = None, optimizer_state=None, steps: int = 0):
         torch.set_num_threads(1)
-        self.index, self.name, self.args, self.server, self.interval = index, name, args, server, sync_interval
-        self.model, self.optimizer = shared_model_and_optimizer(args, spaces)
+        if isinstance(server, str):  # the server's name: Ray keeps a restartable actor's handle arguments badly
+            import ray
+
+            server = ray.get_actor(server)
+        self.index, self.name, self.args, self.server = index, name, params, server
+        self.interval = params.sync_interval
+        self.model, self.optimizer = shared_model_and_optimizer(params, spaces, model_class, optimizer_class)
+        self.own_steps = 0  # this group's steps that reached the server, this sitting
+        if model_state is None:  # from the server: at the first start as after a restart, the global weights
+            weights, steps, synced, optimizer_state = self.start_state()
+            copy_flat_(self.model, torch.from_numpy(np.array(weights)))
+            self.own_steps = synced[index]
+            model_state = self.model.state_dict()
         load_shared(self.model, self.optimizer, model_state, optimizer_state)
         self.at_last_sync = flat_weights(self.model)  # what the server knows of this group
         ctx = mp.get_context("spawn")
-        # The workers' counter is this group's view of the global count: the server's at the last sync, plus the
-        # steps taken here since. It never runs ahead of the true count, so a worker never stops early at the budget.
-        self.counter, self.lock = ctx.Value("q", steps), ctx.Lock()
-        self.counted = steps  # the counter's value that the server already knows of
-        self.own_steps = 0  # this group's steps that reached the server, this sitting
-        self.stop_event, self.events = ctx.Event(), ctx.Queue()
-        self.errors, self.outbox, self.sync_ms, self.sync_failure = {}, [], [], None
-        self.processes = {}
-        for rank in range(first_rank, first_rank + args.num_processes):
-            link = WorkerLink(f"{name} worker {rank}", self.stop_event, self.events, make_env=make_env)
-            p = ctx.Process(
-                target=child, args=(link, train, rank, args, self.model, self.counter, self.lock, self.optimizer)
-            )
-            p.start()
-            self.processes[link.name] = p
+        # The workers' count is this group's view of the global count: the server's at the last sync, plus the
+        # steps taken here since (the base is the first minus what the workers had counted then). It never runs
+        # ahead of the true count, so a worker never stops early at the budget.
+        self.shared = SharedCounts(ctx, params.num_processes, base=steps)
+        self.counted = 0  # the workers' steps (sum of their slots) that the server already knows of
+        self.outbox, self.sync_ms, self.sync_failure = [], [], None
+        self.stopping = threading.Event()  # the sync thread's, inside this process only
+        self.children = Children(ctx, self.shared, self.outbox.append, max_restarts=params.max_restarts,
+                                 restart_window=params.restart_window,
+                                 link_options={"make_env": make_env, "max_steps": params.max_steps,
+                                               "max_nonfinite": params.max_nonfinite})
+        for rank in range(first_rank, first_rank + params.num_processes):
+            self.children.start(train, (rank, params, self.model, self.optimizer), name=f"{name} worker {rank}")
         self.syncer = threading.Thread(target=self._sync_every_interval, daemon=True)
         self.syncer.start()
 
     def ready(self) -> int:
-        return len(self.processes)
+        return len(self.children.children)
+
+    def start_state(self):
+        import ray
+
+        return ray.get(self.server.start_state.remote())
 
     def exchange(self, delta: np.ndarray, steps: int):
         """One round trip to the server: (merged weights, global steps)."""
@@ -135,18 +152,16 @@ class Group:
     def sync(self) -> None:
         """Send what moved since the last sync, take the merged weights back, keep what moved meanwhile."""
         snapshot = flat_weights(self.model)
-        with self.lock:
-            seen = self.counter.value
+        seen = sum(self.shared.steps[:])
         start = time.perf_counter()
         merged, total = self.exchange((snapshot - self.at_last_sync).numpy(), seen - self.counted)
         self.sync_ms.append((time.perf_counter() - start) * 1000)
         merged = torch.from_numpy(np.array(merged))  # a copy: Ray's array is read-only
         add_flat_(self.model, merged - snapshot)  # = merged + what the workers moved since the snapshot
         self.at_last_sync = merged
-        with self.lock:
-            self.own_steps += seen - self.counted
-            self.counter.value = total + self.counter.value - seen
-            self.counted = total
+        self.own_steps += seen - self.counted
+        self.counted = seen
+        self.shared.base.value = total - seen  # one write: the workers' view is now total + their steps since
 
     def _sync_or_record(self) -> bool:
         """Sync; a failure (the server is gone, or a bug) is kept for the driver, which then stops the run."""
@@ -158,33 +173,24 @@ class Group:
             return False
 
     def _sync_every_interval(self) -> None:
-        while not self.stop_event.wait(self.interval) and self._sync_or_record():
+        while not self.stopping.wait(self.interval) and self._sync_or_record():
             pass
 
-    def _collect(self, event) -> None:
-        if event[0] == "error":
-            self.errors[event[1]] = event[2]
-        self.outbox.append(event)
-
     def _report(self, dead) -> Report:
-        with self.lock:
-            steps = self.own_steps + self.counter.value - self.counted
-        events, self.outbox = self.outbox, []
+        steps = self.own_steps + sum(self.shared.steps[:]) - self.counted
+        events, self.outbox[:] = list(self.outbox), []
         sync_ms, self.sync_ms = self.sync_ms, []
-        return Report(events, steps, dead, sync_ms)
+        return Report(events, steps, dead, sync_ms, os.getpid())
 
     def poll(self) -> Report:
-        drain_queue(self.events, self._collect, timeout=0)
-        budget_reached = bool(self.args.max_steps and self.counter.value >= self.args.max_steps)
-        return self._report(first_dead(self.processes, self.errors, budget_reached) or self.sync_failure)
+        self.children.poll(0)
+        return self._report(self.children.failure or self.sync_failure)
 
     def stop(self) -> Report:
         """Stop the workers, then sync once more: what they learnt since the last sync is not lost."""
-        self.stop_event.set()
+        self.stopping.set()
         self.syncer.join()
-        stop_processes(
-            self.processes.values(), self.stop_event, lambda timeout: drain_queue(self.events, self._collect, timeout)
-        )
+        self.children.stop()
         if self.sync_failure is None:
             self._sync_or_record()
         return self._report(None)

@@ -1,14 +1,23 @@
-"""The run's record: config.json, progress.csv (appended and flushed as episodes end) and the curve."""
+"""The run's record: the run directory with config.json, progress.csv (appended and flushed as episodes end),
+events.csv (restarts, failed writes), the checkpoint and the learning curve."""
 
 import csv
 import json
 import platform
 import subprocess
+import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from a3c_extras.checkpoints import save_checkpoint
+from a3c_extras.errors import describe_os_error
+
 FIELDS = ["kind", "time_s", "total_steps", "worker", "reward", "length"]
+EVENT_FIELDS = ["time_utc", "time_s", "total_steps", "event", "process", "detail"]
+REPEAT_AFTER = 60  # seconds before a record that keeps failing (progress.csv at every game) is named again
 
 
 def write_config(path: Path, args, extra: dict) -> None:
@@ -41,26 +50,110 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-class ProgressLog:
-    """progress.csv: one row per evaluation episode (kind=eval, worker empty) and per training game
-    (kind=train, raw unclipped return). Opened for appending, so a resumed run continues it."""
+class CsvLog:
+    """A CSV file opened for appending (a resumed run continues it), each row flushed as it is written."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fields: list[str]):
         self.path = path
         new = not path.exists() or path.stat().st_size == 0
         self.file = open(path, "a", newline="")
         self.writer = csv.writer(self.file)
         if new:
-            self.writer.writerow(FIELDS)
+            self.writer.writerow(fields)
             self.file.flush()
 
-    def write(self, kind: str, time_s: float, total_steps: int, worker, reward: float, length: int) -> None:
-        self.writer.writerow([kind, f"{time_s:.1f}", total_steps, "" if worker is None else worker,
-                              reward, length])
+    def row(self, *values) -> None:
+        self.writer.writerow(values)
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:
+            pass  # what could not be flushed is lost; it was reported when it failed
+
+
+class ProgressLog(CsvLog):
+    """progress.csv: one row per evaluation episode (kind=eval, worker empty) and per training game
+    (kind=train, raw unclipped return)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, FIELDS)
+
+    def write(self, kind: str, time_s: float, total_steps: int, worker, reward: float, length: int) -> None:
+        self.row(kind, f"{time_s:.1f}", total_steps, "" if worker is None else worker, reward, length)
+
+
+class RunRecord:
+    """The run directory and everything the run writes there. Only creating it may fail (the caller says so in one
+    line); afterwards a write that fails (a full disk, a read-only directory) costs one line on stderr and a row in
+    events.csv when that can still be written, never the run: the previous checkpoint stays intact (checkpoints
+    are written beside it, then renamed over it) and the next interval tries again."""
+
+    def __init__(self, run_dir, args, extra: dict, resumed: bool):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config_name = "config.json" if not resumed else f"config-resume-{datetime.now():%Y%m%d-%H%M%S}.json"
+        write_config(self.dir / config_name, args, extra)
+        self.progress = ProgressLog(self.dir / "progress.csv")
+        self.events = CsvLog(self.dir / "events.csv", EVENT_FIELDS)
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        self.last_good = None  # (steps, when) of the last checkpoint this sitting wrote
+        self.failed_writes = 0
+        self.last_named = {}  # record -> when its failure was last printed
+
+    def event(self, time_s: float, steps: int, event: str, process: str, detail: str = "") -> None:
+        """A row of events.csv: a restart, a failed write."""
+        try:
+            self.events.row(datetime.now(timezone.utc).isoformat(timespec="seconds"), f"{time_s:.1f}", steps, event,
+                            process, detail)
+        except OSError:
+            pass  # the failure that made this row is printed already
+
+    def write_failed(self, what: str, why: str, time_s: float, steps: int, then: str = "training goes on") -> None:
+        """Count a failed write, print it in one line (a record failing again and again: once a minute) and log it."""
+        self.failed_writes += 1
+        now = time.time()
+        if now - self.last_named.get(what, -REPEAT_AFTER) >= REPEAT_AFTER:
+            self.last_named[what] = now
+            print(f"main.py: {what} not written: {why}; {then}", file=sys.stderr, flush=True)
+        self.event(time_s, steps, "write failed", "main" if what != "best.pt" else "test", f"{what}: {why}")
+
+    def game(self, kind: str, time_s: float, steps: int, worker, reward: float, length: int) -> None:
+        try:
+            self.progress.write(kind, time_s, steps, worker, reward, length)
+        except OSError as error:
+            self.write_failed("progress.csv", describe_os_error(error), time_s, steps)
+
+    def last_good_description(self) -> str:
+        if self.last_good is not None:
+            steps, when = self.last_good
+            return f"the last good one, of step {steps:,} ({when:%H:%M:%S}), is {self.checkpoint_path}"
+        if self.checkpoint_path.exists():
+            return f"the last good one is {self.checkpoint_path} (from before this sitting)"
+        return "no checkpoint of this run was written"
+
+    def save_checkpoint(self, payload: dict, time_s: float, final: bool = False, retry_in: float = 0) -> bool:
+        """Write checkpoint.pt; False (after one line) if it could not be written."""
+        try:
+            save_checkpoint(self.checkpoint_path, payload)
+        except Exception as error:  # noqa: BLE001 - OSError, or torch's RuntimeError of a failed write
+            then = f"{self.last_good_description()}; " + ("" if final else f"trying again in {retry_in:g} s")
+            self.last_named.pop("checkpoint", None)  # each checkpoint that fails is named
+            self.write_failed("checkpoint", describe_os_error(error), time_s, payload["counter"], then.rstrip("; "))
+            return False
+        self.last_good = (payload["counter"], datetime.now())
+        return True
+
+    def plot_curve(self, title: str, time_s: float, steps: int) -> None:
+        try:
+            plot_learning_curve(self.dir / "progress.csv", self.dir / "learning_curve.png", title)
+        except Exception as error:  # noqa: BLE001 - matplotlib's errors of a failed write are not all OSError
+            self.write_failed("learning_curve.png", describe_os_error(error), time_s, steps)
+
+    def close(self) -> None:
+        self.progress.close()
+        self.events.close()
 
 
 def read_progress(path: Path) -> dict:

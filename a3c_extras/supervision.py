@@ -1,191 +1,203 @@
-"""A run as the main process supervises it: the shared model and optimizer resumed, budgets, checkpoints,
-Ctrl-C, dead children, the status line. And the link each child process (a worker or the test process)
-keeps to it: the stop flag, and a queue for what the child tells (games, evaluations, errors)."""
+"""A run as the main process supervises it. Two parts:
+
+- Children: the processes of one machine (workers, the test process): their links (a3c_extras/links.py), reading
+  what they tell without ever blocking, replacing one that dies, ending the run when one dies too often, stopping
+  them all. A killed child can leave nothing it waits on: see links.py.
+- Run: the run itself: the shared model and optimizer resumed, the record (a3c_extras/run_record.py), budgets,
+  checkpoints, Ctrl-C, the status line, and the one place where the children's events are handled.
+"""
 
 import multiprocessing as mp
 import os
-import queue
+import pickle
 import signal
 import sys
-import threading
 import time
-import traceback
 from collections import deque
-from contextlib import nullcontext
-from datetime import datetime
-from pathlib import Path
+from contextlib import contextmanager
+from multiprocessing.connection import wait as wait_for_any
 
-import torch
-
-from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint, save_checkpoint
+from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint
 from a3c_extras.cli import complete, fail
-from a3c_extras.run_record import ProgressLog, plot_learning_curve, write_config
+from a3c_extras.errors import describe_exit, describe_os_error
+from a3c_extras.links import FRAME, ChildBody, SharedCounts, WorkerLink, budget_reached, child_name, watch_parent
+from a3c_extras.run_record import RunRecord
 
+__all__ = ["Children", "Run", "WorkerLink", "budget_reached", "load_shared"]
 
-class WorkerLink:
-    """A child's side of the run. Without a stop event or a queue (tests, benchmarks, the course's own
-    main.py body) it reports nothing and stops only at max_steps. `make_env(params)` replaces the Atari
-    game (the tests' Catch). `counter` is the run's shared step counter (a local one without a run)."""
-
-    def __init__(self, name: str = "worker", stop_event=None, events=None, best=None, make_env=None, counter=None):
-        self.name, self.stop_event, self.events, self.best, self.make_env = name, stop_event, events, best, make_env
-        self.counter = counter if counter is not None else mp.Value("q", 0, lock=False)
-        self.params = None  # the completed params, set by connect()
-        self.start_steps = 0  # the run's steps when connect() was called
-        self.game_return, self.game_length = {}, {}  # per game of the worker: raw score and length so far
-        self.skipped = self.skipped_in_a_row = 0  # non-finite updates
-
-    def report(self, *event) -> None:
-        if self.events is not None:
-            self.events.put(event)
-
-    def budget_reached(self) -> bool:
-        """The run's step budget, params.max_steps (0: none), is spent."""
-        max_steps = self.params.max_steps if self.params is not None else 0
-        return bool(max_steps and self.counter.value >= max_steps)
-
-    def stop_requested(self) -> bool:
-        return bool(self.stop_event is not None and self.stop_event.is_set()) or self.budget_reached()
-
-    def add_steps(self, n: int) -> None:
-        lock = self.counter.get_lock() if hasattr(self.counter, "get_lock") else nullcontext()
-        with lock:
-            self.counter.value += n
-
-    def total_steps(self) -> int:
-        return self.counter.value
-
-    def speed(self, start_time: float) -> str:
-        """The test process's line after the course's three fields: the run's agent steps and their rate
-        since this process started; nothing without a run."""
-        if self.events is None:
-            return ""
-        steps = self.total_steps()
-        return f", num steps {steps}, FPS {(steps - self.start_steps) / max(time.time() - start_time, 1e-9):.0f}"
-
-    def wait(self, seconds: float) -> None:
-        """Sleep, but wake up when the run stops."""
-        if self.stop_event is not None:
-            self.stop_event.wait(seconds)
-        else:
-            time.sleep(seconds)
-
-    def game_step(self, rank: int, reward: float, done: bool, info: dict, game: int = 0) -> None:
-        """Count one agent step, and keep the raw (unclipped) score of the worker's game number `game`;
-        when that game is over, report it for progress.csv. With --life-loss an episode ends at each
-        lost life, the game only when info says so."""
-        self.add_steps(1)
-        self.game_return[game] = self.game_return.get(game, 0.0) + reward
-        self.game_length[game] = self.game_length.get(game, 0) + 1
-        if done and info.get("game_over", True):
-            self.report("train", rank, self.counter.value, self.game_return.pop(game), self.game_length.pop(game))
-
-    def update(self, rank: int, policy_loss, value_loss, entropy, grad_norm) -> bool:
-        """Whether the update may go to the shared model; one whose loss or gradient is not finite is
-        skipped and counted, and max_nonfinite of them in a row end the worker."""
-        if all(torch.isfinite(torch.as_tensor(x)).all() for x in (policy_loss, value_loss, grad_norm)):
-            self.skipped_in_a_row = 0
-            return True
-        self.skipped += 1
-        self.skipped_in_a_row += 1
-        self.report("nonfinite", rank, self.skipped)
-        if self.skipped_in_a_row >= self.params.max_nonfinite:
-            raise FloatingPointError(f"{self.skipped_in_a_row} updates in a row had a non-finite loss or gradient")
-        return False
-
-    def evaluation(self, rank: int, num_steps: int, reward: float, length: int, model, params) -> None:
-        """After an evaluation episode: report it, and save the weights that earned a new best score."""
-        self.report("eval", rank, num_steps, reward, length)
-        if self.best is not None and reward > self.best.value:
-            self.best.value = reward
-            save_checkpoint(Path(params.run_dir) / "best.pt", checkpoint(model, None, num_steps, None, reward, params))
-
-
-def connect(params, link: WorkerLink | None = None, name: str = "worker"):
-    """What train and test do first: params completed with the defaults of every field they lack (a
-    learner's own Params has the course's eight), and the link to the run, or one to no run that ends
-    this process when its parent ends (the course's main.py body starts the children this way)."""
-    params = complete(params)
-    if link is None:
-        link = WorkerLink(name)
-        end_with_parent()
-    link.params, link.start_steps = params, link.total_steps()
-    return params, link
-
-
-def end_with_parent() -> None:
-    """End this process, from a watcher thread, as soon as the process that started it is gone."""
-    parent = os.getppid()
-
-    def watch_parent():
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
-
-
-def child(link: WorkerLink, target, *args):
-    """Body of every child process: Ctrl-C is the main process's business; an exception is reported
-    to it in one line; the child ends if the main process disappears."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    end_with_parent()
-    try:
-        target(*args, link=link)
-    except Exception as error:
-        last = traceback.extract_tb(error.__traceback__)[-1]
-        link.report("error", link.name, f"{type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})")
-        link.events.close()
-        link.events.join_thread()
-        sys.exit(1)
+STOP_GRACE = 5  # seconds the children have to stop before they are killed
 
 
 class Child:
-    """A picklable process target: child(link, target, *args) for the arguments mp.Process passes."""
+    """One child process and what the supervisor knows of it: enough to start it again."""
 
-    def __init__(self, link: WorkerLink, target):
-        self.link, self.target = link, target
-
-    def __call__(self, *args):
-        child(self.link, self.target, *args)
-
-
-def describe_exit(exitcode: int) -> str:
-    if exitcode < 0:
-        return f"killed by signal {signal.Signals(-exitcode).name}"
-    return f"exited with status {exitcode}"
-
-
-def drain_queue(events, handle, timeout: float) -> None:
-    """Hand every event waiting in the queue to `handle`, waiting up to `timeout` for the first."""
-    try:
-        handle(events.get(timeout=timeout))
-        while True:
-            handle(events.get_nowait())
-    except queue.Empty:
-        pass
+    def __init__(self, body: ChildBody, args: tuple | None, kwargs: dict, rank: int | None):
+        self.body, self.args, self.kwargs, self.rank = body, args, kwargs, rank
+        self.slot, self.target = body.link.slot, body.target
+        self.name = body.name or (child_name(body.target, (rank,)) if rank is not None else f"child {self.slot}")
+        self.process, self.reader = None, None
+        self.buffer = b""  # bytes of a message not yet whole
+        self.error = None  # the one line of its last exception
+        self.deaths = deque()  # when it died, within the restart window
+        self.restarts = 0
+        self.finished = False  # ended cleanly when the run stopped
 
 
-def first_dead(processes: dict, errors: dict, budget_reached: bool):
-    """The first child that ended on its own, with why; workers end cleanly only at the step budget."""
-    for name, p in processes.items():
-        if p.exitcode is not None and (p.exitcode != 0 or not budget_reached):
-            return name, errors.get(name) or describe_exit(p.exitcode)
-    return None
+class Children:
+    """The child processes of one machine, supervised. `handle(event)` gets everything they tell and one
+    ("restart", name, why, restarts) event per replacement; `failure` is (name, why) once one died more than
+    max_restarts times within restart_window seconds.
 
+    A replacement is started with the dead child's arguments. multiprocessing forgets a process's target and
+    arguments once it has started it, so a child made by body() alone (main.py's mp.Process calls) is started again
+    with `make_args(target, rank)`, its rank being the first argument it was given (the child writes it in shared
+    memory first thing; in the order body() was called otherwise)."""
 
-def stop_processes(processes, stop_event, drain) -> None:
-    """Ask the children to stop, give them 5 s, then kill what is left."""
-    stop_event.set()
-    deadline = time.time() + 5
-    # Keep reading the queue meanwhile: a child cannot exit before what it put there is read.
-    while time.time() < deadline and any(p.is_alive() for p in processes):
-        drain(timeout=0.1)
-    for p in processes:
-        if p.is_alive():
-            p.kill()
-            p.join()
+    def __init__(self, ctx, shared: SharedCounts, handle, *, max_restarts: int, restart_window: float,
+                 link_options: dict, make_args=None):
+        self.ctx, self.shared, self.handle, self.make_args = ctx, shared, handle, make_args
+        self.max_restarts, self.restart_window, self.link_options = max_restarts, restart_window, link_options
+        self.slots = 0
+        self.children: dict[int, Child] = {}
+        self.waiting = []  # children of body() whose process supervise() has not been given yet, in order
+        self.failure = None
+
+    def body(self, target, name: str | None = None, args: tuple | None = None, kwargs: dict | None = None,
+             rank: int | None = None, **link_options) -> ChildBody:
+        """The target of a new child process; `args` are those it will be started with, when known; link_options
+        override the children's (see WorkerLink.of_run)."""
+        slot, self.slots = self.slots, self.slots + 1
+        if slot >= len(self.shared.steps):
+            raise ValueError(f"more children than the {len(self.shared.steps)} the run has room for")
+        child = Child(self.new_body(target, name, slot, link_options), args, kwargs or {}, rank)
+        self.waiting.append(child)
+        return child.body
+
+    def new_body(self, target, name, slot: int, link_options: dict) -> ChildBody:
+        reader, writer = self.ctx.Pipe(duplex=False)
+        link = WorkerLink.of_run(self.shared, slot, writer, **(self.link_options | link_options))
+        body = ChildBody(target, link, name)
+        body.link_options = link_options
+        body.reader = reader  # the supervisor's end, taken by adopt()
+        return body
+
+    def adopt(self, processes) -> None:
+        """Supervise processes started with targets from body(), in the order body() made them."""
+        if len(processes) != len(self.waiting):
+            raise ValueError(f"{len(processes)} processes for the {len(self.waiting)} targets of run.child()")
+        for p, child in zip(processes, self.waiting):
+            self.attach(child, p)
+        self.waiting = []
+
+    def attach(self, child: Child, process) -> None:
+        body = child.body
+        body.link.writer.close()  # the child has its copy; the supervisor only reads
+        child.reader, body.reader = body.reader, None
+        os.set_blocking(child.reader.fileno(), False)
+        child.process = process
+        self.children[child.slot] = child
+
+    def start(self, target, args: tuple, name: str | None = None):
+        """Start and supervise one child process: target(*args, link=...)."""
+        body = self.body(target, name, args)
+        p = self.ctx.Process(target=body, args=args)
+        p.start()
+        self.attach(self.waiting.pop(), p)
+        return p
+
+    def alive(self) -> list[Child]:
+        return [c for c in self.children.values() if c.process is not None]
+
+    def poll(self, timeout: float) -> None:
+        """Hand on what the children told, for up to `timeout` seconds; notice the dead (and replace them)."""
+        children = self.alive()
+        by_fd = {c.reader.fileno(): c for c in children}
+        by_sentinel = {c.process.sentinel: c for c in children}
+        if not children:
+            time.sleep(timeout)
+            return
+        for ready in wait_for_any([*by_fd, *by_sentinel], timeout):
+            if ready in by_fd:
+                self.read(by_fd[ready])
+        for child in children:
+            if child.process.exitcode is not None:
+                self.read(child)  # what it told before it ended
+                self.ended(child)
+
+    def read(self, child: Child) -> None:
+        """Whatever a child's pipe holds now, without waiting; each whole message handed on."""
+        for _ in range(64):  # a bounded loop: children that talk fast cannot hold the supervisor here
+            try:
+                data = os.read(child.reader.fileno(), 1 << 16)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            child.buffer += data
+        while len(child.buffer) >= FRAME.size:
+            (size,) = FRAME.unpack_from(child.buffer)
+            if len(child.buffer) < FRAME.size + size:
+                break
+            payload, child.buffer = child.buffer[FRAME.size : FRAME.size + size], child.buffer[FRAME.size + size :]
+            try:
+                events = pickle.loads(payload)
+            except Exception:  # noqa: BLE001 - cannot happen with one writer per pipe; dropped if it does
+                continue
+            for event in events:
+                if event[0] == "error":
+                    child.error = event[2]
+                self.handle(event)
+
+    def ended(self, child: Child) -> None:
+        """A child's process ended: cleanly at the end of the run, or died; a dead one is replaced."""
+        p = child.process
+        exitcode = p.exitcode
+        p.join()
+        p.close()  # its sentinel
+        child.reader.close()
+        child.process, child.buffer = None, b""
+        if exitcode == 0 and (self.shared.stop.value or budget_reached(self.shared.total(), self.max_steps)):
+            child.finished = True
+            return
+        why = child.error or describe_exit(exitcode)
+        child.error = None
+        if child.body.name is None and self.shared.ranks[child.slot] >= 0:  # the rank it was really given
+            child.name = child_name(child.target, (self.shared.ranks[child.slot],))
+        if self.shared.stop.value or self.failure is not None:
+            return  # the run is stopping anyway
+        now = time.time()
+        child.deaths.append(now)
+        while child.deaths and child.deaths[0] < now - self.restart_window:
+            child.deaths.popleft()
+        if len(child.deaths) > self.max_restarts:
+            self.failure = (child.name, f"{why} (died {len(child.deaths)} times within {self.restart_window:g} s)")
+            return
+        if child.args is None:
+            rank = self.shared.ranks[child.slot]
+            child.args = self.make_args(child.target, rank if rank >= 0 else child.rank)
+        child.body = self.new_body(child.target, child.body.name, child.slot, child.body.link_options)
+        new = type(p)(target=child.body, args=child.args, kwargs=child.kwargs, daemon=p.daemon)
+        new.start()
+        self.attach(child, new)
+        child.restarts += 1
+        self.handle(("restart", child.name, why, child.restarts))
+
+    @property
+    def max_steps(self) -> int:
+        return self.link_options.get("max_steps", 0)
+
+    def stop(self) -> None:
+        """Ask every child to stop, hand on what they still tell, kill those left after STOP_GRACE seconds."""
+        self.shared.stop.value = 1
+        deadline = time.time() + STOP_GRACE
+        while self.alive() and time.time() < deadline:
+            self.poll(0.1)
+        for child in self.alive():
+            child.process.kill()
+            child.process.join()
+            self.read(child)
+            child.error = child.error or "killed: it did not stop within 5 s"
+            self.ended(child)
 
 
 def load_shared(shared_model, optimizer, model_state: dict, optimizer_state: dict | None) -> None:
@@ -196,12 +208,39 @@ def load_shared(shared_model, optimizer, model_state: dict, optimizer_state: dic
         optimizer.share_memory()  # load_state_dict made new tensors of the statistics
 
 
-class Run:
-    """The main process's side of a run. Created after the shared model and optimizer, before the
-    processes: with --resume it loads the checkpoint into them."""
+@contextmanager
+def stop_signals():
+    """Ctrl-C and SIGTERM ask for a clean stop (the names of those received, in a list) while the loop runs."""
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signal.Signals(signum).name))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
-    def __init__(self, args, shared_model, optimizer, ctx=mp):
-        args = complete(args)
+
+def connect(params, link: WorkerLink | None = None, name: str = "worker"):
+    """What train and test do first: params completed with the defaults of every field they lack (a learner's
+    own Params has the course's eight), and the link to the run, or one to no run that ends this process when
+    its parent ends (the course's main.py body starts the children so)."""
+    params = complete(params)
+    if link is None:
+        link = WorkerLink(name, max_steps=params.max_steps, max_nonfinite=params.max_nonfinite)
+        watch_parent()
+    link.params, link.start_steps = params, link.total_steps()
+    return params, link
+
+
+class Run:
+    """The main process's side of a run. Created after the shared model and optimizer, before the processes:
+    with --resume it loads the checkpoint into them. `listeners` get the run's figures as they come (a dashboard):
+    train_game(steps, ret, length), eval_episode(steps, reward, length), losses(steps, policy, value, entropy,
+    grad_norm), speed(steps, sps, lr); each method is optional."""
+
+    def __init__(self, args, shared_model, optimizer, ctx=mp, *, make_env=None, extra_children: int = 0):
+        args = complete(args)  # a learner's own Params too
         self.args, self.shared_model, self.optimizer = args, shared_model, optimizer
         self.counter_start, self.elapsed_before, best = 0, 0.0, None
         self.resumed = bool(args.resume)
@@ -214,27 +253,24 @@ class Run:
             self.counter_start = data["counter"]
             self.elapsed_before = data.get("elapsed") or 0.0
             best = data.get("best_reward")
-        self.counter = ctx.Value("q", self.counter_start)
-        # The best evaluation so far: the test process raises it and writes best.pt itself, so the
-        # weights never travel through the event queue.
-        self.best = ctx.Value("d", float("-inf") if best is None else best)
-        self.stop_event = ctx.Event()
-        self.events = ctx.Queue()
-        self.names = []
-        self.run_dir = Path(args.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        config_name = "config.json" if not self.resumed else f"config-resume-{datetime.now():%Y%m%d-%H%M%S}.json"
-        write_config(self.run_dir / config_name, args,
-                     {"resumed_from": args.resume, "resumed_at_steps": self.counter_start})
-        self.log = ProgressLog(self.run_dir / "progress.csv")
+        try:
+            self.record = RunRecord(args.run_dir, args, {"resumed_from": args.resume,
+                                                         "resumed_at_steps": self.counter_start}, self.resumed)
+        except OSError as error:
+            fail(f"main.py: error: cannot write the run directory {args.run_dir}: {describe_os_error(error)}")
+        self.run_dir = self.record.dir
+        self.shared = SharedCounts(ctx, args.num_processes + 1 + extra_children, self.counter_start, best)
+        self.children = Children(
+            ctx, self.shared, self.handle, max_restarts=args.max_restarts, restart_window=args.restart_window,
+            link_options={"make_env": make_env, "max_steps": args.max_steps, "max_nonfinite": args.max_nonfinite,
+                          "best_path": str(self.run_dir / "best.pt")},
+            make_args=self.restart_args)
+        self.workers_made = 0
+        self.listeners = []
         self.recent_returns = deque(maxlen=100)
         self.last_eval = None
         self.nonfinite = {}
-        self.errors = {}
-        # Ctrl-C and SIGTERM ask for a clean stop: supervise notices, saves and returns 0.
-        self.stop_requested = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: self.stop_requested.append(signal.Signals(signum).name))
+        self.restarts = 0
         self.start_time = time.time()
         print(f"Run directory: {self.run_dir}  ({self.workers_description()} on {args.env_name}"
               f"{', resumed at step ' + format(self.counter_start, ',') if self.resumed else ''})", flush=True)
@@ -242,60 +278,83 @@ class Run:
     def workers_description(self) -> str:
         return f"{self.args.num_processes} workers"
 
-    def link(self, name: str) -> WorkerLink:
-        """The link of the next child process started (the test process gets the best score)."""
-        self.names.append(name)
-        return WorkerLink(name, self.stop_event, self.events, self.best if name == "test" else None,
-                          counter=self.counter)
+    def child(self, target) -> ChildBody:
+        """The target of a child process of this run: mp.Process(target=run.child(train), args=(rank, ...)) runs
+        train(rank, ..., link=<its link>) in the child, which the run names, watches and replaces if it dies."""
+        if child_name(target, (0,)) == "test":  # stopped by the run, as it always was: the step budget is the workers'
+            return self.children.body(target, rank=self.args.num_processes, max_steps=0)
+        self.workers_made += 1
+        return self.children.body(target, rank=self.workers_made - 1)
 
-    def child(self, target) -> "Child":
-        """The target of the next child process: the course's train or test, run under the link."""
-        workers = sum(name != "test" for name in self.names)
-        return Child(self.link("test" if target.__name__ == "test" else f"worker {workers}"), target)
+    def restart_args(self, target, rank: int) -> tuple:
+        """What main.py starts a child with, as the course does: test(rank, params, shared_model) and
+        train(rank, params, shared_model, optimizer); a replacement gets the same."""
+        if child_name(target, (rank,)) == "test":
+            return rank, self.args, self.shared_model
+        return rank, self.args, self.shared_model, self.optimizer
+
+    def steps(self) -> int:
+        return self.shared.total()
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.start_time
 
-    def handle(self, event):
+    def notify(self, method: str, *values) -> None:
+        for listener in self.listeners:
+            if hasattr(listener, method):
+                getattr(listener, method)(*values)
+
+    def handle(self, event) -> None:
+        """Every event of every child (and of a cluster's machines) comes here."""
         kind = event[0]
         if kind == "train":
             _, rank, steps, game_return, length = event
-            self.log.write("train", self.elapsed(), steps, rank, game_return, length)
+            self.record.game("train", self.elapsed(), steps, rank, game_return, length)
             self.recent_returns.append(game_return)
+            self.notify("train_game", steps, game_return, length)
         elif kind == "eval":
             _, _, steps, reward, length = event
-            self.log.write("eval", self.elapsed(), steps, None, reward, length)
+            self.record.game("eval", self.elapsed(), steps, None, reward, length)
             self.last_eval = reward
+            self.notify("eval_episode", steps, reward, length)
+        elif kind == "losses":
+            self.notify("losses", *event[2:])
         elif kind == "nonfinite":
             self.nonfinite[event[1]] = event[2]
-        elif kind == "error":
-            self.errors[event[1]] = event[2]
+        elif kind == "write_failed":
+            self.record.write_failed(event[1], event[2], self.elapsed(), self.steps())
+        elif kind == "restart":  # a child here, a worker on a cluster's machine, or a machine's group
+            _, name, why, restarts = event
+            self.restarts += 1
+            print(f"main.py: {name} died: {why}; restarted (its restart {restarts})", file=sys.stderr, flush=True)
+            self.record.event(self.elapsed(), self.steps(), "restart", name, why)
 
-    def drain(self, timeout: float):
-        drain_queue(self.events, self.handle, timeout)
-
-    def best_reward(self):
-        return None if self.best.value == float("-inf") else self.best.value
-
-    def save_all(self, steps: int | None = None):
-        """The checkpoint (of `steps` agent steps, by default the counter's) and the learning curve."""
-        steps = self.counter.value if steps is None else steps
-        save_checkpoint(self.run_dir / "checkpoint.pt", checkpoint(
-            self.shared_model, self.optimizer, steps, self.elapsed(), self.best_reward(), self.args))
-        plot_learning_curve(self.run_dir / "progress.csv", self.run_dir / "learning_curve.png",
-                            f"A3C on {self.args.env_name}")
+    def save_all(self, steps: int | None = None, final: bool = False) -> bool:
+        """The checkpoint (of `steps` agent steps, by default the run's count) and the learning curve; False if the
+        checkpoint could not be written."""
+        steps = self.steps() if steps is None else steps
+        saved = self.record.save_checkpoint(
+            checkpoint(self.shared_model, self.optimizer, steps, self.elapsed(), self.shared.best_reward(), self.args),
+            self.elapsed(), final=final, retry_in=self.args.save_interval)
+        self.record.plot_curve(f"A3C on {self.args.env_name}", self.elapsed(), steps)
+        return saved
 
     def status_line(self) -> str:
-        steps = self.counter.value
+        steps = self.steps()
         rate = (steps - self.counter_start) / max(time.time() - self.start_time, 1e-9)
         parts = [f"steps {steps:,}", f"{rate:,.0f} steps/s"]
         if self.recent_returns:
             parts.append(f"train return (last {len(self.recent_returns)}) "
                          f"{sum(self.recent_returns) / len(self.recent_returns):.1f}")
         parts.append(f"last eval {self.last_eval if self.last_eval is not None else '-'}")
-        parts.append(f"best {self.best_reward() if self.best_reward() is not None else '-'}")
+        best = self.shared.best_reward()
+        parts.append(f"best {best if best is not None else '-'}")
         if self.nonfinite:
             parts.append(f"skipped non-finite updates {sum(self.nonfinite.values())}")
+        if self.restarts:
+            parts.append(f"restarts {self.restarts}")
+        if self.record.failed_writes:
+            parts.append(f"failed writes {self.record.failed_writes}")
         left = []
         if self.args.max_steps:
             left.append(f"{max(self.args.max_steps - steps, 0):,} steps")
@@ -305,56 +364,62 @@ class Run:
             parts.append("left " + ", ".join(left))
         return " | ".join(parts)
 
-    def dead_process(self):
-        """The first child that ended on its own, with why."""
-        budget_reached = bool(self.args.max_steps and self.counter.value >= self.args.max_steps)
-        return first_dead(self.processes, self.errors, budget_reached)
+    def failure(self):
+        """(name, why) of what ends the run with status 1: a child that died too often."""
+        return self.children.failure
 
-    def stop_children(self):
-        stop_processes(self.processes.values(), self.stop_event, self.drain)
-
-    def keep_up(self):
+    def keep_up(self) -> None:
         """Called every half second of the run: nothing on one machine (a cluster polls its machines here)."""
 
-    def supervise(self, processes) -> int:
-        """Until a budget, Ctrl-C or a dead child: record, checkpoint, print the status. Then stop every
-        child, save and return the exit status (0, or 1 if a child died)."""
-        self.processes = dict(zip(self.names, processes))
-        args = self.args
-        last_save = last_status = time.time()
-        failure, reason = None, None
-        while True:
-            self.drain(timeout=0.5)
-            self.keep_up()
-            now = time.time()
-            if self.stop_requested:
-                reason = f"stopped by {self.stop_requested[0]}"
-            elif args.max_steps and self.counter.value >= args.max_steps:
-                reason = f"step budget of {args.max_steps:,} reached"
-            elif args.max_time and now - self.start_time >= args.max_time:
-                reason = f"time budget of {args.max_time:g} s reached"
-            else:
-                failure = self.dead_process()
-            if reason or failure:
-                break
-            if now - last_save >= args.save_interval:
-                self.save_all()
-                last_save = now
-            if now - last_status >= args.status_interval:
-                print(self.status_line(), flush=True)
-                last_status = now
+    def stop_children(self) -> None:
+        self.children.stop()
 
-        self.stop_children()
-        if failure is None:
-            failure = self.dead_process() if not reason else None
-        self.drain(timeout=0.1)
-        self.save_all()
-        self.log.close()
+    def stop_reason(self, signals: list) -> str | None:
+        if signals:
+            return f"stopped by {signals[0]}"
+        if budget_reached(self.steps(), self.args.max_steps):
+            return f"step budget of {self.args.max_steps:,} reached"
+        if self.args.max_time and time.time() - self.start_time >= self.args.max_time:
+            return f"time budget of {self.args.max_time:g} s reached"
+        return None
+
+    def supervise(self, processes) -> int:
+        """Until a budget, Ctrl-C or a child that dies too often: record, checkpoint, print the status, replace
+        dead children. Then stop every child, save and return the exit status: 0, or 1 if a child died too often
+        or the final checkpoint could not be written."""
+        self.children.adopt(processes)
+        last_save = last_status = time.time()
+        status_steps = self.steps()
+        with stop_signals() as signals:
+            while True:
+                self.children.poll(0.5)
+                self.keep_up()
+                reason, failure = self.stop_reason(signals), self.failure()
+                if reason or failure:
+                    break
+                now = time.time()
+                if now - last_save >= self.args.save_interval:
+                    self.save_all()
+                    last_save = now
+                if now - last_status >= self.args.status_interval:
+                    print(self.status_line(), flush=True)
+                    steps = self.steps()
+                    self.notify("speed", steps, (steps - status_steps) / (now - last_status), self.args.lr)
+                    last_status, status_steps = now, steps
+            self.stop_children()
+            failure = failure or self.failure()
+            saved = self.save_all(final=True)
+            self.record.close()
         print(self.status_line(), flush=True)
         if failure:
             name, why = failure
-            print(f"main.py: {name} died: {why}; other processes stopped, checkpoint saved in {self.run_dir}",
+            print(f"main.py: {name} died: {why}; other processes stopped, "
+                  f"{'checkpoint saved in ' + str(self.run_dir) if saved else 'final checkpoint not written'}",
                   file=sys.stderr, flush=True)
+            return 1
+        if not saved:
+            print(f"main.py: error: {reason}, but the final checkpoint could not be written; "
+                  f"{self.record.last_good_description()}", file=sys.stderr, flush=True)
             return 1
         print(f"{reason}; checkpoint saved in {self.run_dir}", flush=True)
         return 0

@@ -6,7 +6,6 @@ web browsers and common players can play it, even while it downloads. The overla
 
 import os
 import queue
-import sys
 import threading
 from fractions import Fraction
 from pathlib import Path

@@ -37,10 +37,16 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from a3c_extras import cluster  # noqa: E402
-from a3c_extras.cli import fail, number  # noqa: E402
+from a3c_extras.cli import (  # noqa: E402
+    fail,
+    number,
+    read_command_line,  # noqa: E402
+)
+from a3c_extras.shared import shared_model_and_optimizer  # noqa: E402
 from envs import create_atari_env  # noqa: E402
-from main import parse_args as parse_training_args  # noqa: E402
-from main import shared_model_and_optimizer  # noqa: E402
+from main import Params  # noqa: E402
+from model import ActorCritic  # noqa: E402
+from my_optim import SharedAdam  # noqa: E402
 from train import train  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -102,12 +108,15 @@ def run_layout(nodes: int, args) -> dict:
     ray = cluster.connect(simulated.address)
     machines = None
     try:
-        training = parse_training_args(["--num-processes", str(per_node), "--sync-interval", str(args.sync_interval)])
+        training = read_command_line(
+            Params(), ["--num-processes", str(per_node), "--sync-interval", str(args.sync_interval)]
+        )
         torch.manual_seed(training.seed)
         env = create_atari_env(training.env_name)
-        shared_model, optimizer = shared_model_and_optimizer(training, env)
+        shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
         machines = cluster.Machines(
-            ray, training, cluster.spaces_of(env), shared_model, optimizer, 0, shared_model_and_optimizer, train
+            ray, training, cluster.spaces_of(env), shared_model, optimizer, 0, model_class=ActorCritic,
+            optimizer_class=SharedAdam, train=train,
         )
         round_trips = []
 
@@ -152,12 +161,13 @@ def quiet_syncs(args) -> tuple[list[float], list[float]]:
     ray = cluster.connect(simulated.address)
     machines = None
     try:
-        training = parse_training_args(["--sync-interval", "3600"])  # no sync but those timed here
+        training = read_command_line(Params(), ["--sync-interval", "3600"])  # no sync but those timed here
         training.num_processes = 0  # groups without workers: only the syncs run
         env = create_atari_env(training.env_name)
-        shared_model, optimizer = shared_model_and_optimizer(training, env)
+        shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
         machines = cluster.Machines(
-            ray, training, cluster.spaces_of(env), shared_model, optimizer, 0, shared_model_and_optimizer, train
+            ray, training, cluster.spaces_of(env), shared_model, optimizer, 0, model_class=ActorCritic,
+            optimizer_class=SharedAdam, train=train,
         )
         second = machines.groups[1]
         time.sleep(5)  # Ray starts some Python workers of its own after a node starts: let them settle
@@ -185,9 +195,11 @@ def spread(values: list[float], unit: str = " ms") -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    training = parse_training_args([])
+    training = read_command_line(Params(), [])
     parameters = sum(
-        p.numel() for p in shared_model_and_optimizer(training, create_atari_env(training.env_name))[0].parameters()
+        p.numel() for p in shared_model_and_optimizer(
+            training, create_atari_env(training.env_name), ActorCritic, SharedAdam
+        )[0].parameters()
     )
     sync_bytes = 2 * 4 * parameters  # float32 delta up, float32 merged weights down
     print(

@@ -7,7 +7,7 @@
     python benchmarks/throughput.py --memory-minutes 10  # resident memory of the workers over 10 min
 
 The measurements, each with N processes started the way main.py starts its workers (torch
-multiprocessing, a shared step counter and lock, a stop event), timed from the shared counter
+multiprocessing, the shared step count and stop flag of a run), timed from the shared count
 after a warm-up:
 
   ceiling  the same Atari env with the same frame processing, stepped with random actions:
@@ -47,8 +47,8 @@ from a3c_extras.cli import (  # noqa: E402
     read_command_line,  # noqa: E402
 )
 from a3c_extras.fast_rollout import Rollout  # noqa: E402
+from a3c_extras.links import SharedCounts, WorkerLink  # noqa: E402
 from a3c_extras.shared import shared_model_and_optimizer  # noqa: E402
-from a3c_extras.supervision import WorkerLink  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from main import Params  # noqa: E402
 from model import ActorCritic  # noqa: E402
@@ -56,7 +56,7 @@ from my_optim import SharedAdam  # noqa: E402
 from train import train  # noqa: E402
 
 ENV_NAME = "BreakoutDeterministic-v4"
-COUNT_EVERY = 20  # ceiling processes add to the shared counter in chunks, as workers do per rollout
+COUNT_EVERY = 20  # ceiling processes add to the shared count in chunks, as workers do per rollout
 TARGETS = {"speedup_vs_classic": 2.5, "fraction_of_ceiling": 0.5}
 # --profile: the parts of a worker's loop, each the functions it times
 PARTS = {
@@ -102,21 +102,20 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- the processes measured
 
-def random_player(rank, counter, lock, stop_event):
+def random_player(rank, shared):
     """The ceiling: step the training environment with uniformly random actions."""
     env = create_atari_env(ENV_NAME)
     env.reset(seed=rank)
     rng = np.random.default_rng(rank)
     num_actions = env.action_space.n
     steps = 0
-    while not stop_event.is_set():
+    while not shared.stop.value:
         _, _, terminated, truncated, _ = env.step(int(rng.integers(num_actions)))
         if terminated or truncated:
             env.reset()
         steps += 1
         if steps == COUNT_EVERY:
-            with lock:
-                counter.value += steps
+            shared.steps[rank] += steps
             steps = 0
 
 
@@ -147,11 +146,11 @@ def profiled_train(seconds, *train_args, link):
 
 
 def start_processes(kind: str, workers: int, num_steps: int, envs_per_worker: int = 1, profile=None):
-    """Start `workers` processes of one kind; returns (processes, counter, stop_event). With `profile`
+    """Start `workers` processes of one kind; returns (processes, shared counts). With `profile`
     (a shared array) the training workers time the parts of their loop into it."""
-    counter, lock, stop_event = mp.Value("q", 0), mp.Lock(), mp.Event()
+    shared = SharedCounts(mp, workers)
     if kind == "ceiling":
-        targets = [(random_player, (rank, counter, lock, stop_event), {}) for rank in range(workers)]
+        targets = [(random_player, (rank, shared), {}) for rank in range(workers)]
     else:
         args = read_command_line(Params(), ["--num-processes", str(workers), "--num-steps", str(num_steps),
                                     "--rollout", "fast" if kind == "train" else "classic",
@@ -162,17 +161,17 @@ def start_processes(kind: str, workers: int, num_steps: int, envs_per_worker: in
         env.close()
         target, extra = (train, ()) if profile is None else (profiled_train, (profile,))
         targets = [(target, (*extra, rank, args, shared_model, optimizer),
-                    {"link": WorkerLink(stop_event=stop_event, counter=counter)}) for rank in range(workers)]
+                    {"link": WorkerLink.of_run(shared, rank, None)}) for rank in range(workers)]
     processes = []
     for target, args, kwargs in targets:
         p = mp.Process(target=target, args=args, kwargs=kwargs, daemon=True)
         p.start()
         processes.append(p)
-    return processes, counter, stop_event
+    return processes, shared
 
 
-def stop_processes(processes, stop_event):
-    stop_event.set()
+def stop_processes(processes, shared):
+    shared.stop.value = 1
     for p in processes:
         p.join(timeout=10)
     for p in processes:
@@ -221,18 +220,18 @@ def measure(kind: str, args, envs_per_worker: int = 1) -> tuple[float, float, di
     """Agent steps per second (all processes together), the peak RSS of one process (MB) and, with
     --profile, the microseconds per agent step of each part of the loop (warm-up included)."""
     profile = mp.Array("d", len(PARTS)) if args.profile and kind == "train" else None
-    processes, counter, stop_event = start_processes(kind, args.workers, args.num_steps, envs_per_worker, profile)
+    processes, shared = start_processes(kind, args.workers, args.num_steps, envs_per_worker, profile)
     try:
         sampler = MemorySampler(processes)
         sleep_sampling(args.warmup, sampler, processes, kind)
-        start_steps, start = counter.value, time.perf_counter()
+        start_steps, start = shared.total(), time.perf_counter()
         sleep_sampling(args.measure, sampler, processes, kind)
-        steps, elapsed = counter.value - start_steps, time.perf_counter() - start
+        steps, elapsed = shared.total() - start_steps, time.perf_counter() - start
     finally:
-        stop_processes(processes, stop_event)
+        stop_processes(processes, shared)
     parts = None
     if profile is not None:  # per agent step of one worker: the seconds of all workers over all their steps
-        parts = {part: profile[index] / counter.value * 1e6 for index, part in enumerate(PARTS)}
+        parts = {part: profile[index] / shared.total() * 1e6 for index, part in enumerate(PARTS)}
     return steps / elapsed, sampler.peak_mb(), parts
 
 
@@ -294,7 +293,7 @@ def run_memory(args) -> None:
     envs_per_worker = args.envs_per_worker[0]
     print(f"{args.workers} training workers of {envs_per_worker} game(s) for {args.memory_minutes:g} min, RSS "
           f"sampled every {args.sample_interval:g} s, baseline after {args.memory_warmup:g} s", flush=True)
-    processes, counter, stop_event = start_processes("train", args.workers, args.num_steps, envs_per_worker)
+    processes, shared = start_processes("train", args.workers, args.num_steps, envs_per_worker)
     start = time.time()
     try:
         sampler = MemorySampler(processes)
@@ -304,14 +303,14 @@ def run_memory(args) -> None:
             check_alive(processes, "train")
             if time.time() >= next_report:
                 rss = ", ".join(f"{samples[-1][1] / 2**20:.1f}" for samples in sampler.samples)
-                print(f"  {time.time() - start:5.0f} s  {counter.value:>9,} steps  RSS per worker (MB): {rss}",
+                print(f"  {time.time() - start:5.0f} s  {shared.total():>9,} steps  RSS per worker (MB): {rss}",
                       flush=True)
                 next_report += 60
             time.sleep(min(args.sample_interval, max(total - (time.time() - start), 0)))
         sampler.sample()
-        steps = counter.value
+        steps = shared.total()
     finally:
-        stop_processes(processes, stop_event)
+        stop_processes(processes, shared)
 
     print(f"{'worker':>6} {'baseline MB':>12} {'last MB':>8} {'peak MB':>8} {'growth':>7} {'samples':>8}")
     growths, peaks = [], []

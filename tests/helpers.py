@@ -19,7 +19,7 @@ import main
 import my_optim
 from a3c_extras import cli, shared
 from a3c_extras.evaluation import play_episode
-from a3c_extras.supervision import WorkerLink
+from a3c_extras.links import SharedCounts, WorkerLink
 from catch import Catch, make_catch
 from conftest import ROOT
 from model import ActorCritic
@@ -89,15 +89,16 @@ def run_workers(args, num_workers: int, start_method: str = "fork", make_env=mak
     torch.manual_seed(args.seed)
     shared_model, optimizer = shared_model_and_optimizer(args, Catch())
     ctx = mp.get_context(start_method)
-    counter = ctx.Value("q", 0)
-    workers = [ctx.Process(target=train, args=(rank, args, shared_model, optimizer),
-                           kwargs={"link": WorkerLink(make_env=make_env, counter=counter)})
+    shared = SharedCounts(ctx, num_workers)
+    links = [WorkerLink.of_run(shared, rank, None, make_env=make_env, max_steps=args.max_steps)
+             for rank in range(num_workers)]
+    workers = [ctx.Process(target=train, args=(rank, args, shared_model, optimizer), kwargs={"link": links[rank]})
                for rank in range(num_workers)]
     for p in workers:
         p.start()
     for p in workers:
         p.join(timeout=300)
-    return shared_model, optimizer, counter.value, [p.exitcode for p in workers]
+    return shared_model, optimizer, shared.total(), [p.exitcode for p in workers]
 
 
 def greedy_return(model, episodes: int = 200, seed: int = 123) -> float:

@@ -1,7 +1,6 @@
 """A scripted game, and train.py's loop run on it with either rollout (classic: the course's code;
 fast: the default), its shared optimizer replaced by one that records what the worker hands over."""
 
-import threading
 from collections import defaultdict
 
 import gymnasium as gym
@@ -51,11 +50,11 @@ class RecordingOptimizer:
     """Stands in for the shared optimizer: keeps the gradient handed to the shared model at each update,
     changes no weight, and stops the worker after `updates`."""
 
-    def __init__(self, shared_model, updates: int, stop_event):
+    def __init__(self, shared_model, updates: int, link):
         self.named = list(shared_model.named_parameters())
         self.param_groups = [{"params": [p for _, p in self.named]}]
         self.state = defaultdict(dict)
-        self.updates, self.stop_event, self.grads = updates, stop_event, []
+        self.updates, self.link, self.grads = updates, link, []
 
     def zero_grad(self, set_to_none: bool = True):  # as torch.optim.Optimizer's, for the shared parameters
         for _, p in self.named:
@@ -64,7 +63,7 @@ class RecordingOptimizer:
     def step(self):
         self.grads.append({name: p.grad.clone() for name, p in self.named})
         if len(self.grads) >= self.updates:
-            self.stop_event.set()
+            self.link.request_stop()
 
 
 def shared_model(seed: int = 0, sharpen: float = 100.0):
@@ -101,8 +100,7 @@ def run_train(args, rollout: str, game: ScriptedGame | list[ScriptedGame], updat
     games = iter(game if isinstance(game, list) else [game])
     args.rollout, args.max_steps = rollout, 0
     model = model if model is not None else shared_model()
-    stop = threading.Event()
-    optimizer = RecordingOptimizer(model, updates, stop)
-    link = WorkerLink(stop_event=stop, make_env=lambda _: next(games))
+    link = WorkerLink(make_env=lambda _: next(games))
+    optimizer = RecordingOptimizer(model, updates, link)
     train(0, args, model, optimizer, link=link)
     return optimizer.grads

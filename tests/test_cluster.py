@@ -22,13 +22,19 @@ import pytest
 import torch
 from gymnasium.spaces import Discrete
 
-import main
+import my_optim
 from a3c_extras import cli, cluster
 from a3c_extras.checkpoints import load_checkpoint
 from a3c_extras.cluster_actors import Group, ParameterServer, flat_weights
 from catch import Catch, make_catch
 from conftest import ROOT
-from helpers import LiveRun, greedy_return, no_run_left_behind, own_lines  # noqa: F401 (the fixture stops every run)
+from helpers import (  # noqa: F401 (the fixture stops every run)
+    LiveRun,
+    greedy_return,
+    no_run_left_behind,
+    own_lines,
+    shared_model_and_optimizer,
+)
 from model import ActorCritic
 from train import train
 
@@ -137,20 +143,20 @@ def test_cluster_addresses_are_checked_before_ray_is_involved():
 
 
 def test_ray_is_imported_only_with_the_flag():
-    script = "import sys, main; main.parse_args(['--num-processes', '1']); print('ray' in sys.modules)"
+    script = ("import sys, main; from a3c_extras import cli; "
+              "cli.read_command_line(main.Params(), ['--num-processes', '1']); print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 
 
 def no_worker_group(index, model, server, moved_during_round_trip=None):
     """A Group with no workers and no sync thread running, whose round trip goes straight to `server`."""
-    args = SimpleNamespace(num_processes=0, max_steps=0)
+    args = SimpleNamespace(num_processes=0, max_steps=0, no_shared=True, sync_interval=3600, max_restarts=0,
+                           restart_window=600, max_nonfinite=100)
     spaces = SimpleNamespace(observation_space=SimpleNamespace(shape=(1, 42, 42)), action_space=Discrete(3))
-
-    def make(args, spaces):
-        return ActorCritic(1, spaces.action_space), None
-
-    group = Group(index, f"machine {index}", args, spaces, model.state_dict(), None, 100, None, 3600, make, train, 0)
+    group = Group(index=index, name=f"machine {index}", params=args, spaces=spaces, model_state=model.state_dict(),
+                  optimizer_state=None, steps=100, server=None, model_class=ActorCritic, optimizer_class=None,
+                  train=train, first_rank=0)
 
     def exchange(delta, steps):
         answer = server.sync(index, delta, steps)
@@ -177,23 +183,22 @@ def test_a_sync_adds_every_machines_moves_to_the_global_weights_once():
 
     def workers_move_meanwhile(group):
         shift(group.model, 0.5)
-        with group.lock:
-            group.counter.value += 7
+        group.shared.steps[0] += 7  # the workers' own slots of the count
 
     a = no_worker_group(0, start, server, moved_during_round_trip=workers_move_meanwhile)
     b = no_worker_group(1, start, server)
     try:
         shift(a.model, 1.0)
-        a.counter.value += 20
+        a.shared.steps[0] += 20
         shift(b.model, 2.0)
-        b.counter.value += 40
+        b.shared.steps[0] += 40
         a.sync()  # the server: w0 + 1; then a's workers move 0.5 more during the round trip
         b.sync()  # the server: w0 + 1 + 2
         torch.testing.assert_close(torch.from_numpy(server.weights), w0 + 3.0)
         torch.testing.assert_close(flat_weights(b.model), w0 + 3.0)
         torch.testing.assert_close(flat_weights(a.model), w0 + 1.5)  # merged (w0 + 1) + its 0.5 since
         assert server.steps == 100 + 20 + 40
-        assert a.counter.value == 100 + 20 + 7 and b.counter.value == 160  # each group's view of the global count
+        assert a.shared.total() == 100 + 20 + 7 and b.shared.total() == 160  # each group's view of the global count
         a.sync()  # sends the 0.5 and the 7 steps of the round trip, takes b's move
         torch.testing.assert_close(torch.from_numpy(server.weights), w0 + 3.5)
         torch.testing.assert_close(flat_weights(a.model), w0 + 4.0)  # w0 + 3.5, and another 0.5 meanwhile
@@ -201,7 +206,7 @@ def test_a_sync_adds_every_machines_moves_to_the_global_weights_once():
         assert a.poll().steps == 27 + 7 and b.poll().steps == 40
     finally:
         for group in (a, b):
-            group.stop_event.set()
+            group.stopping.set()
 
 
 def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
@@ -210,7 +215,7 @@ def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
     args.lr, args.max_steps, args.num_processes = 1e-3, 20_000, 1
     torch.manual_seed(args.seed)
     env = Catch()
-    shared_model, optimizer = main.shared_model_and_optimizer(args, env)
+    shared_model, optimizer = shared_model_and_optimizer(args, env)
     assert greedy_return(shared_model) < -0.3  # the weights the machines start from play at chance
     ray = cluster.connect(ray_cluster.address)
     machines = None
@@ -222,8 +227,9 @@ def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
             shared_model,
             optimizer,
             0,
-            main.shared_model_and_optimizer,
-            train,
+            model_class=ActorCritic,
+            optimizer_class=my_optim.SharedAdam,
+            train=train,
             make_env=make_catch,
         )
         assert len(machines.names) == 2
@@ -321,12 +327,33 @@ def finishes_on_machine_0(run, tmp_path, workers) -> None:
     assert not wait_until_gone(lambda: workers) and not wait_until_gone(our_actors)
 
 
-def test_a_killed_machine_is_dropped_and_the_run_goes_on(ray_cluster, tmp_path):
-    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "4000", "--run-dir", str(tmp_path))
+def test_a_killed_machine_is_dropped_when_its_restarts_are_spent(ray_cluster, tmp_path):
+    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "4000", "--max-restarts", "0",
+                  "--run-dir", str(tmp_path))
     group, workers = second_machines_group(run)
     group.kill()
     assert seconds_until_lost(run, time.time()) < 5  # Ray tells the driver at once
     finishes_on_machine_0(run, tmp_path, workers)
+
+
+def test_a_killed_machine_is_restarted_and_rejoins(ray_cluster, tmp_path):
+    """Ray starts a killed group again; it rejoins with the global weights and its steps as the server counted them,
+    and trains on to the budget beside machine 0."""
+    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "4000", "--run-dir", str(tmp_path))
+    group, workers = second_machines_group(run)
+    group.kill()
+    deadline = time.time() + 90
+    while not any("machine 1 (127.0.0.1) rejoined with the global weights" in x for x in run.errors):
+        assert time.time() < deadline and run.proc.poll() is None, (run.lines, run.errors)
+        time.sleep(0.2)
+    run.wait_for(r"restarts 1 .*machine 1 \(127.0.0.1\) [1-9][\d,]* steps/s", timeout=30)  # not lost
+    died = r"main.py: machine 1 \(127.0.0.1\) died: .*; restarted"
+    assert any(re.match(died, line) for line in run.errors), run.errors
+    assert not any("lost" in line for line in run.errors), run.errors
+    assert run.wait(timeout=120) == 0, run.errors
+    assert load_checkpoint(tmp_path)["counter"] >= 4000
+    assert ",restart,machine 1 (127.0.0.1)," in (tmp_path / "events.csv").read_text()
+    assert not wait_until_gone(lambda: workers) and not wait_until_gone(our_actors)
 
 
 def test_a_silent_machine_is_dropped_and_killed(ray_cluster, tmp_path):

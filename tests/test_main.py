@@ -71,8 +71,9 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
     args = params_from(["--resume", str(tmp_path), "--max-steps", "2000"])
     assert args.num_processes == 2 and args.record_every == 0  # the saved run's settings are the defaults
     shared_model, optimizer = shared_model_and_optimizer(args, create_atari_env(args.env_name))
+    handlers = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)]
     run = supervision.Run(args, shared_model, optimizer)
-    assert run.counter.value == saved["counter"]
+    assert run.steps() == saved["counter"]
     for key, value in run.shared_model.state_dict().items():
         assert torch.equal(value, saved["model"][key])
     state = run.optimizer.state_dict()["state"]
@@ -80,9 +81,8 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
         for name in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(state[index][name], moments[name])
     assert all(moments["exp_avg"].is_shared() for moments in optimizer.state.values())  # still shared once loaded
-    run.log.close()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # Run took them for its clean stop
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    run.record.close()
+    assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)] == handlers  # the loop takes them
 
     second = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "2000"],
                             cwd=ROOT, capture_output=True, text=True, timeout=180)
@@ -115,17 +115,23 @@ def test_signal_stops_cleanly(tmp_path, sig):
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_a_killed_worker_stops_the_run_with_its_name(tmp_path):
+def test_a_killed_worker_is_replaced_with_its_name(tmp_path):
     run = LiveRun(*FAST, "--run-dir", str(tmp_path))
     run.wait_for(r"^Time ")
     children = sorted(run.children(), key=lambda c: c.create_time())
-    children[-1].kill()  # the last one started: worker 1
+    assert children[-1].name() == "a3c worker 1"  # the last one started
+    children[-1].kill()
     sent = time.time()
-    assert run.wait(timeout=10) != 0
+    run.wait_for(r"\| restarts 1( |$)", timeout=20)
+    assert any(re.search(r"worker 1 died: killed by signal SIGKILL; restarted", x) for x in run.errors), run.errors
     assert time.time() - sent < 10
-    assert any(re.search(r"worker 1 died: killed by signal SIGKILL", line) for line in run.errors), run.errors
-    load_checkpoint(tmp_path)  # still saved
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    replacement = [c for c in run.children() if c.name() == "a3c worker 1"]
+    assert len(replacement) == 1 and replacement[0].pid != children[-1].pid
+    os.killpg(run.proc.pid, signal.SIGINT)
+    assert run.wait(timeout=30) == 0
+    load_checkpoint(tmp_path)
+    assert "restart,worker 1,killed by signal SIGKILL" in (tmp_path / "events.csv").read_text()
+    assert not [c for c in [*children, *replacement] if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
 def _checkpoint_payload(num_actions=4, counter=7):

@@ -1,5 +1,5 @@
-import queue
 import threading
+import time
 
 import torch
 from gymnasium.spaces import Discrete
@@ -13,14 +13,16 @@ def test_evaluation_never_changes_the_shared_weights(args):
     args.eval_interval, args.record_every = 0, 0
     shared_model = ActorCritic(1, Discrete(4))
     before = {k: v.clone() for k, v in shared_model.state_dict().items()}
-    stop, events = threading.Event(), queue.Queue()
+    link = WorkerLink("test")
     thread = threading.Thread(target=test_process.test, args=(args.num_processes, args, shared_model),
-                              kwargs={"link": WorkerLink("test", stop_event=stop, events=events)})
+                              kwargs={"link": link})
     thread.start()
-    first = events.get(timeout=120)
-    second = events.get(timeout=120)
-    stop.set()
+    deadline = time.time() + 240
+    while len(link.events) < 2 and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.1)
+    link.request_stop()
     thread.join(timeout=60)
+    first, second = list(link.events)[:2]
     assert first[0] == second[0] == "eval"
     assert first[4] > 0  # it played
     for key, value in shared_model.state_dict().items():

@@ -1,4 +1,3 @@
-import queue
 from types import SimpleNamespace
 
 import pytest
@@ -70,10 +69,9 @@ def test_non_finite_update_is_skipped_and_weights_stay_finite(args):
     shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     before = [p.detach().clone() for p in shared_model.parameters()]
-    events = queue.Queue()
-    link = WorkerLink(events=events, make_env=_catch_env)
+    link = _link(args, _catch_env)
     train(0, args, shared_model, optimizer, link=link)
-    kinds = [e[0] for e in list(events.queue)]
+    kinds = [e[0] for e in link.events]
     assert kinds.count("nonfinite") == 1  # the one update with the NaN reward
     assert all(torch.isfinite(p).all() for p in shared_model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, shared_model.parameters()))  # the others applied
@@ -86,8 +84,13 @@ def test_many_non_finite_updates_in_a_row_stop_the_worker(args):
     shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     with pytest.raises(FloatingPointError, match="3 updates in a row"):
-        train(0, args, shared_model, optimizer, link=WorkerLink(make_env=_always_nan_env))
+        train(0, args, shared_model, optimizer, link=_link(args, _always_nan_env))
     assert all(torch.isfinite(p).all() for p in shared_model.parameters())
+
+
+def _link(args, make_env):
+    """A link to no run, as a worker's tests need: Catch, the step budget and the non-finite limit of args."""
+    return WorkerLink(make_env=make_env, max_steps=args.max_steps, max_nonfinite=args.max_nonfinite)
 
 
 def _catch_env(args):
@@ -133,13 +136,13 @@ def test_rewards_are_clipped_for_learning_but_recorded_raw(args, monkeypatch):
         return a3c_loss_of_the_worker(values, log_probs, entropies, rewards, R, loss_args)
 
     monkeypatch.setattr(fast_worker, "a3c_loss", recording_a3c_loss)
-    events = queue.Queue()
     shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
-    train(0, args, shared_model, optimizer, link=WorkerLink(events=events, make_env=make_catch))
+    link = _link(args, make_catch)
+    train(0, args, shared_model, optimizer, link=link)
     assert len(seen) >= 300
     assert set(seen) <= {-1.0, 0.0, 1.0} and {-1.0, 1.0} & set(seen)  # every dot ends in a clipped +-1
-    game_returns = [event[3] for event in events.queue if event[0] == "train"]
+    game_returns = [event[3] for event in link.events if event[0] == "train"]
     assert len(game_returns) >= 300 // 6 - 1
     assert set(game_returns) <= {-5.0, 5.0}  # one dot per game, its raw score
 
@@ -148,11 +151,11 @@ def test_each_game_of_a_worker_keeps_its_own_record(args):
     """--envs-per-worker 3 on Catch: every game reported to progress.csv is one dot (6 steps, +-1), not
     the sum of the three games played side by side."""
     args.max_steps, args.envs_per_worker = 300, 3
-    events = queue.Queue()
     shared_model = ActorCritic(1, THREE)
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
-    train(0, args, shared_model, optimizer, link=WorkerLink(events=events, make_env=make_catch))
-    games = [event for event in events.queue if event[0] == "train"]
+    link = _link(args, make_catch)
+    train(0, args, shared_model, optimizer, link=link)
+    games = [event for event in link.events if event[0] == "train"]
     assert len(games) >= 300 // 6 - 3
     assert {(game_return, length) for _, _, _, game_return, length in games} <= {(-1.0, 6), (1.0, 6)}
     # One update per rollout of the three games, and three games end in each (6 steps per dot).

@@ -1,0 +1,267 @@
+"""What a child process (a worker or the test process) shares with the process that supervises it, built so that
+a child killed at any moment, in any state, leaves nothing the supervisor waits on: no lock, condition or event.
+
+- the stop flag: one shared byte the children poll;
+- the step count: one slot per child, written by that child alone; the run's total is the sum (plus a base: the
+  steps of earlier sittings, or on a cluster the global count at the machine's last sync);
+- the events (games, evaluations, loss averages, errors): a pipe per child, written by a thread of the child's own so
+  that playing never waits on the supervisor, and read by the supervisor without blocking (a frame cut short by a
+  kill is dropped with the pipe).
+"""
+
+import ctypes
+import math
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from a3c_extras.checkpoints import checkpoint, save_checkpoint
+from a3c_extras.errors import describe_os_error, where_raised
+
+FRAME = struct.Struct("!I")  # each message on a child's pipe: its length, then a pickled list of events
+SEND_EVERY = 0.25  # seconds between a child's batches of events
+LOSSES_EVERY = 2.0  # seconds between a worker's averages of its losses
+OUTBOX_LIMIT = 100_000  # events a child keeps while its supervisor does not read (the oldest go first)
+KEPT_LOCALLY = 10_000  # the latest events a link to no run keeps (for tests)
+
+
+def budget_reached(steps: int, max_steps: int) -> bool:
+    """The one definition of the step budget (--max-steps, 0 for none) being reached."""
+    return bool(max_steps) and steps >= max_steps
+
+
+class SharedCounts:
+    """The run's shared primitives, none of them locked: stop flag, base and per-child step slots, the best
+    evaluation score (written by the test process alone, which also writes best.pt)."""
+
+    def __init__(self, ctx, slots: int, base: int = 0, best: float | None = None):
+        self.stop = ctx.RawValue("b", 0)
+        self.base = ctx.RawValue("q", base)
+        self.steps = ctx.RawArray("q", max(slots, 1))
+        self.ranks = ctx.RawArray("q", [-1] * max(slots, 1))  # each child's first argument (its rank), from it
+        self.best = ctx.RawValue("d", -math.inf if best is None else best)
+
+    def total(self) -> int:
+        return self.base.value + sum(self.steps[:])
+
+    def best_reward(self) -> float | None:
+        return None if self.best.value == -math.inf else self.best.value
+
+
+class WorkerLink:
+    """A child's side of the run. A link to no run (tests, benchmarks, a learner's own main.py) counts its steps
+    itself, stops only at max_steps (or request_stop) and keeps its latest events in `events`; a run's link
+    (Run.child) shares the run's counts and sends its events to the supervisor. `make_env(params)` replaces the
+    Atari game (the tests' Catch)."""
+
+    def __init__(self, name: str = "worker", *, make_env=None, max_steps: int = 0, max_nonfinite: int = 100):
+        self.name, self.make_env, self.max_steps, self.max_nonfinite = name, make_env, max_steps, max_nonfinite
+        self.shared, self.slot, self.writer, self.best_path = None, 0, None, None
+        self.local_steps, self.local_stop = 0, False
+        self.events = deque(maxlen=KEPT_LOCALLY)  # a link to no run: the latest it would have sent
+        self.game_return, self.game_length = {}, {}  # per game of the worker: raw score and length so far
+        self.skipped = self.skipped_in_a_row = 0  # non-finite updates
+        self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
+        self.sender = None
+        self.params = None  # train's and test's params, completed (connect())
+        self.start_steps = 0  # the run's steps when the child connected
+
+    @classmethod
+    def of_run(cls, shared: SharedCounts, slot: int, writer, *, make_env=None, max_steps=0, max_nonfinite=100,
+               best_path=None):
+        link = cls(make_env=make_env, max_steps=max_steps, max_nonfinite=max_nonfinite)
+        link.shared, link.slot, link.writer, link.best_path = shared, slot, writer, best_path
+        link.events = deque(maxlen=OUTBOX_LIMIT)  # the outbox (without a writer: a benchmark's, kept nowhere)
+        return link
+
+    # ---------------------------------------------------------------- steps and stopping
+
+    def add_steps(self, n: int) -> None:
+        if self.shared is None:
+            self.local_steps += n
+        else:
+            self.shared.steps[self.slot] += n  # this slot is written by this child alone
+
+    def total_steps(self) -> int:
+        return self.local_steps if self.shared is None else self.shared.total()
+
+    def speed(self, start_time: float) -> str:
+        """The test process's line after the course's three fields: the run's agent steps and their rate
+        since this child started; nothing without a run."""
+        if self.shared is None:
+            return ""
+        steps = self.total_steps()
+        return f", num steps {steps}, FPS {(steps - self.start_steps) / max(time.time() - start_time, 1e-9):.0f}"
+
+    def stop_requested(self) -> bool:
+        """The run asked to stop, or its step budget is reached."""
+        if self.local_stop or (self.shared is not None and self.shared.stop.value):
+            return True
+        return budget_reached(self.total_steps(), self.max_steps)
+
+    def request_stop(self) -> None:
+        """Stop a link to no run (a test's worker in a thread); a run's children are stopped by the run."""
+        self.local_stop = True
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but wake up when the run stops."""
+        deadline = time.time() + seconds
+        while not self.stop_requested() and time.time() < deadline:
+            time.sleep(min(0.2, max(deadline - time.time(), 0)))
+
+    # ---------------------------------------------------------------- what a child tells
+
+    def report(self, *event) -> None:
+        """Queue an event for the supervisor; never blocks (the child's sender thread writes the pipe)."""
+        if self.shared is not None and self.writer is None:
+            return  # counts shared, events told to no one (benchmarks)
+        self.events.append(event)
+        if self.sender is None and self.writer is not None:
+            self.sender = Sender(self.writer, self.events)
+
+    def game_step(self, rank: int, reward: float, done: bool, info: dict, game: int = 0) -> None:
+        """Count one agent step, and keep the raw (unclipped) score of the worker's game number `game`; when that
+        game is over, report it for progress.csv. With --life-loss an episode ends at each lost life, the game only
+        when info says so."""
+        self.add_steps(1)
+        self.game_return[game] = self.game_return.get(game, 0.0) + reward
+        self.game_length[game] = self.game_length.get(game, 0) + 1
+        if done and info.get("game_over", True):
+            self.report("train", rank, self.total_steps(), self.game_return.pop(game), self.game_length.pop(game))
+
+    def update(self, rank: int, policy_loss, value_loss, entropy, grad_norm) -> bool:
+        """After backward and clipping: whether the update may go to the shared model. One whose losses or
+        gradient are not finite is skipped and counted; max_nonfinite of them in a row end the worker. The
+        finite ones are averaged and sent every LOSSES_EVERY seconds (for a dashboard)."""
+        values = [float(v.detach() if hasattr(v, "detach") else v)  # floats or 1-element tensors
+                  for v in (policy_loss, value_loss, entropy, grad_norm)]
+        if not all(math.isfinite(v) for v in values):
+            self.skipped += 1
+            self.skipped_in_a_row += 1
+            self.report("nonfinite", rank, self.skipped)
+            if self.skipped_in_a_row >= self.max_nonfinite:
+                raise FloatingPointError(f"{self.skipped_in_a_row} updates in a row had a non-finite loss or gradient")
+            return False
+        self.skipped_in_a_row = 0
+        self.loss_sums = [s + v for s, v in zip(self.loss_sums, values)]
+        self.loss_count += 1
+        if time.time() - self.losses_sent >= LOSSES_EVERY:
+            self.report("losses", rank, self.total_steps(), *(s / self.loss_count for s in self.loss_sums))
+            self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
+        return True
+
+    def evaluation(self, rank: int, num_steps: int, reward: float, length: int, model, params) -> None:
+        """After an evaluation episode: report it, and save the weights that earned a new best score (a failed
+        write is reported, never the end of the test process)."""
+        self.report("eval", rank, num_steps, reward, length)
+        if self.shared is None or reward <= self.shared.best.value:
+            return
+        self.shared.best.value = reward  # written by the test process alone
+        path = Path(self.best_path or Path(params.run_dir) / "best.pt")
+        try:
+            save_checkpoint(path, checkpoint(model, None, num_steps, None, reward, params))
+        except Exception as error:  # noqa: BLE001 - a full disk, a read-only directory: training goes on
+            self.report("write_failed", path.name, describe_os_error(error))
+
+    def close(self, timeout: float = 5) -> None:
+        """Send what is still queued (up to `timeout` seconds)."""
+        if self.sender is not None:
+            self.sender.flush(timeout)
+
+
+class Sender:
+    """A child's thread that sends its queued events to the supervisor in batches. Only this thread ever waits on
+    the pipe, so a supervisor busy saving a checkpoint never slows a worker."""
+
+    def __init__(self, writer, outbox: deque):
+        self.fd, self.outbox = writer.fileno(), outbox
+        self.writer = writer  # kept open as long as the sender lives
+        self.wake, self.idle = threading.Event(), threading.Event()
+        threading.Thread(target=self.run, daemon=True, name="link-sender").start()
+
+    def run(self) -> None:
+        while True:
+            self.wake.wait(SEND_EVERY)
+            self.wake.clear()
+            batch = []
+            while self.outbox:
+                batch.append(self.outbox.popleft())
+            if batch:
+                payload = pickle.dumps(batch)
+                try:
+                    write_all(self.fd, FRAME.pack(len(payload)) + payload)
+                except OSError:
+                    return  # the supervisor is gone: the child's parent watch ends it
+            if not self.outbox:
+                self.idle.set()
+
+    def flush(self, timeout: float) -> None:
+        self.idle.clear()
+        self.wake.set()
+        self.idle.wait(timeout)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def child_name(target, args) -> str:
+    """A child's name in every line about it: the test process, or the worker of its rank."""
+    return "test" if getattr(target, "__name__", "") == "test" else f"worker {args[0]}"
+
+
+class ChildBody:
+    """The target of every child process (picklable, for fork and spawn alike): Ctrl-C is the main process's
+    business; the child ends if its parent disappears; an exception is reported in one line; then
+    `target(*args, link=link)`."""
+
+    def __init__(self, target, link: WorkerLink, name: str | None = None):
+        self.target, self.link, self.name = target, link, name
+
+    def __call__(self, *args):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        link = self.link
+        if link.shared is not None and args and isinstance(args[0], int):
+            link.shared.ranks[link.slot] = args[0]  # first: what a replacement of this child is started with
+        link.name = self.name or child_name(self.target, args)
+        name_process(f"a3c {link.name}")
+        watch_parent()
+        try:
+            self.target(*args, link=link)
+        except Exception as error:
+            link.report("error", link.name, where_raised(error))
+            link.close(timeout=2)
+            sys.exit(1)
+        link.close()
+
+
+def name_process(name: str) -> None:
+    """The name ps, top and psutil show for this process (Linux: its first 15 bytes), so that one can tell the
+    workers from the test process; elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    pr_set_name = 15  # prctl's option number, from linux/prctl.h
+    libc.prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
+
+
+def watch_parent() -> None:
+    """End this process when its parent ends (killed, even): a child must never play on alone."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
