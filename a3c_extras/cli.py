@@ -83,6 +83,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between status lines (default: 30)")
     p.add_argument("--max-nonfinite", type=number(int, low=1), default=100,
                    help="stop when this many updates in a row have a non-finite loss (default: 100)")
+    p.add_argument("--best-window", type=number(int, low=1), default=5, metavar="N",
+                   help="best.pt: the weights when the mean of the last N evaluation episodes is the best so far "
+                        "(default: 5; 1 = the best single episode)")
     p.add_argument("--max-restarts", type=number(int, low=0), default=5,
                    help="a worker or the test process that dies is replaced, unless it died more than this many "
                         "times within --restart-window seconds: then the run stops with status 1 (default: 5)")

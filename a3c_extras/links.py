@@ -70,6 +70,7 @@ class WorkerLink:
         self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
         self.sender = None
         self.params = None  # train's and test's params, completed (connect())
+        self.recent_rewards = deque(maxlen=1000)  # the test process's latest evaluation episodes
         self.start_steps = 0  # the run's steps when the child connected
 
     @classmethod
@@ -157,15 +158,22 @@ class WorkerLink:
         return True
 
     def evaluation(self, rank: int, num_steps: int, reward: float, length: int, model, params) -> None:
-        """After an evaluation episode: report it, and save the weights that earned a new best score (a failed
-        write is reported, never the end of the test process)."""
+        """After an evaluation episode: report it, and save best.pt when the mean of the last
+        params.best_window episodes (--best-window) is the best so far: one lucky game does not decide
+        (in the deterministic game a greedy agent may replay one memorised game). The weights saved are
+        the latest of the window; a failed write is reported, never the end of the test process."""
         self.report("eval", rank, num_steps, reward, length)
-        if self.shared is None or reward <= self.shared.best.value:
+        self.recent_rewards.append(reward)
+        window = params.best_window
+        if self.shared is None or len(self.recent_rewards) < window:
             return
-        self.shared.best.value = reward  # written by the test process alone
+        score = sum(list(self.recent_rewards)[-window:]) / window
+        if score <= self.shared.best.value:
+            return
+        self.shared.best.value = score  # written by the test process alone
         path = Path(self.best_path or Path(params.run_dir) / "best.pt")
         try:
-            save_checkpoint(path, checkpoint(model, None, num_steps, None, reward, params))
+            save_checkpoint(path, checkpoint(model, None, num_steps, None, score, params))
         except Exception as error:  # noqa: BLE001 - a full disk, a read-only directory: training goes on
             self.report("write_failed", path.name, describe_os_error(error))
 

@@ -19,6 +19,7 @@ from multiprocessing.connection import wait as wait_for_any
 
 from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint
 from a3c_extras.cli import complete, fail
+from a3c_extras.dashboard import Dashboard
 from a3c_extras.errors import describe_exit, describe_os_error
 from a3c_extras.links import FRAME, ChildBody, SharedCounts, WorkerLink, budget_reached, child_name, watch_parent
 from a3c_extras.run_record import RunRecord
@@ -252,7 +253,8 @@ class Run:
             load_shared(shared_model, optimizer, data["model"], data.get("optimizer"))
             self.counter_start = data["counter"]
             self.elapsed_before = data.get("elapsed") or 0.0
-            best = data.get("best_reward")
+            # the best mean of --best-window episodes; runs from before it kept the best single episode
+            best = data.get("best_reward") if "best_window" in data["args"] else None
         try:
             self.record = RunRecord(args.run_dir, args, {"resumed_from": args.resume,
                                                          "resumed_at_steps": self.counter_start}, self.resumed)
@@ -266,7 +268,7 @@ class Run:
                           "best_path": str(self.run_dir / "best.pt")},
             make_args=self.restart_args)
         self.workers_made = 0
-        self.listeners = []
+        self.listeners = [] if args.no_tensorboard else [Dashboard(self.run_dir)]  # the run's TensorBoard charts
         self.recent_returns = deque(maxlen=100)
         self.last_eval = None
         self.nonfinite = {}
@@ -348,7 +350,7 @@ class Run:
                          f"{sum(self.recent_returns) / len(self.recent_returns):.1f}")
         parts.append(f"last eval {self.last_eval if self.last_eval is not None else '-'}")
         best = self.shared.best_reward()
-        parts.append(f"best {best if best is not None else '-'}")
+        parts.append(f"best (mean of {self.args.best_window}) {f'{best:g}' if best is not None else '-'}")
         if self.nonfinite:
             parts.append(f"skipped non-finite updates {sum(self.nonfinite.values())}")
         if self.restarts:
@@ -410,6 +412,7 @@ class Run:
             failure = failure or self.failure()
             saved = self.save_all(final=True)
             self.record.close()
+            self.notify("close")
         print(self.status_line(), flush=True)
         if failure:
             name, why = failure

@@ -13,6 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from a3c_extras.dashboard import Dashboard
+from conftest import ROOT
 
 TAGS = {
     "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
@@ -113,3 +114,25 @@ def test_the_charts_are_on_unless_no_tensorboard():
 
     assert params_from([]).no_tensorboard is False
     assert params_from(["--no-tensorboard"]).no_tensorboard is True
+
+
+def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
+    """main.py itself: after a short run every chart is there with increasing steps (one worker, so the
+    games arrive in step order); after --resume the steps go on past the first sitting's."""
+    common = ["--num-processes", "1", "--eval-interval", "0", "--record-every", "0", "--status-interval", "1",
+              "--run-dir", str(tmp_path)]
+    first = subprocess.run([sys.executable, "main.py", *common, "--max-steps", "6000"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    charts = scalars(tmp_path)
+    assert set(charts) == TAGS, set(charts) ^ TAGS
+    for tag in TAGS:
+        steps = [e.step for e in charts[tag]]
+        assert steps == sorted(steps) and steps[-1] > 0, tag
+    end_of_first = max(e.step for e in charts["charts/episodic_return"])
+    second = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "12000"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    resumed = [e.step for e in scalars(tmp_path)["charts/episodic_return"]]
+    assert resumed == sorted(resumed) and resumed[-1] > end_of_first

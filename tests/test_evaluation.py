@@ -1,10 +1,18 @@
-"""The evaluation's figures: the confidence interval of the mean, and the cap every episode ends at."""
+"""The evaluation's figures: the confidence interval of the mean, the cap every episode ends at, and
+how the test process chooses best.pt."""
+
+from types import SimpleNamespace
 
 import pytest
+import torch
+from gymnasium.spaces import Discrete
 
 from a3c_extras.atari import MAX_FRAMES
+from a3c_extras.checkpoints import load_checkpoint
 from a3c_extras.evaluation import confidence_interval, t_quantile_975
+from a3c_extras.links import SharedCounts, WorkerLink
 from envs import create_atari_env
+from model import ActorCritic
 
 
 def test_interval_of_a_hand_computed_sample():
@@ -36,3 +44,33 @@ def test_an_agent_that_never_serves_ends_its_episode_at_108000_frames(env_id):
     assert truncated and not terminated
     assert env.unwrapped.ale.getEpisodeFrameNumber() == MAX_FRAMES == 108_000
     assert steps == 27_000  # 4 frames per agent step
+
+
+def _evaluations(tmp_path, rewards, window):
+    """The test process's link after one evaluation episode per reward, each played by other weights
+    (model k has every bias at k); returns best.pt as saved, or None."""
+    shared = SharedCounts(torch.multiprocessing, 1)
+    link = WorkerLink.of_run(shared, 0, None, best_path=str(tmp_path / "best.pt"))
+    params = SimpleNamespace(best_window=window, run_dir=str(tmp_path), env_name="BreakoutDeterministic-v4")
+    for k, reward in enumerate(rewards):
+        model = ActorCritic(1, Discrete(4))
+        for name, tensor in model.named_parameters():
+            if name.endswith("bias"):
+                tensor.data.fill_(k)
+        link.evaluation(0, 1000 * k, reward, 100, model, params)
+    return load_checkpoint(tmp_path / "best.pt") if (tmp_path / "best.pt").exists() else None
+
+
+def test_best_pt_is_the_best_mean_of_recent_evaluations_not_one_lucky_episode(tmp_path):
+    # One lucky replay (325), then a policy that improves steadily: the mean of 5 picks the steady one.
+    rewards = [325, 0, 0, 0, 0, 100, 110, 120, 130, 140]
+    best = _evaluations(tmp_path, rewards, window=5)
+    assert best["best_reward"] == pytest.approx(120.0)  # (100 + 110 + 120 + 130 + 140) / 5
+    assert best["counter"] == 9000 and best["model"]["actor_linear.bias"][0].item() == 9  # the latest weights
+    (tmp_path / "single").mkdir()
+    single = _evaluations(tmp_path / "single", rewards, window=1)  # the best single episode, as before
+    assert single["best_reward"] == 325 and single["model"]["actor_linear.bias"][0].item() == 0
+
+
+def test_no_best_pt_before_the_window_is_full(tmp_path):
+    assert _evaluations(tmp_path, [300, 310, 320, 330], window=5) is None
