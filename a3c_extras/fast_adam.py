@@ -1,6 +1,6 @@
 """SharedAdam's step (my_optim.py) in PyTorch's fused Adam kernel: one pass over each parameter instead
 of a dozen tensor operations (0.43 ms per update against 1.17 ms, measured on one core).
-tests/test_optim.py checks that it updates the weights and the shared statistics as the course's step does."""
+tests/test_my_optim.py checks that it updates the weights and the shared statistics as the course's step does."""
 
 import torch
 from torch.optim.adam import adam

@@ -1,5 +1,5 @@
 """The course's frame processing (envs.py: _process_frame42, NormalizedEnv), computed faster and giving
-the same float32 values bit for bit (tests/test_frame_processing.py compares them on game frames)."""
+the same float32 values bit for bit (tests/test_fast_frames.py compares them on game frames)."""
 
 import cv2
 import gymnasium as gym

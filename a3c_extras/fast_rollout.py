@@ -5,7 +5,7 @@ no second forward pass. K = 1 (the default) is the course's one game per worker.
 The weights do not change during a rollout, so the activations a worker computes while acting are
 exactly those a forward pass with gradients would compute again afterwards. Rollout keeps them, and
 hidden_states gives the LSTM's outputs a backward pass: through time for the LSTM, then through the four
-convolutions. tests/test_equivalence.py checks the losses and gradients against the course's loop."""
+convolutions. tests/test_fast_path.py checks the losses and gradients against the course's loop."""
 
 import numpy as np
 import torch

@@ -7,7 +7,7 @@ GAE and the two losses, backward, clip, hand the gradients over, step the shared
 differs is how: acting keeps its activations (fast_rollout.Rollout), the loss terms get their graph
 from them (fast_rollout.hidden_states), the losses are computed for all steps at once, and SharedAdam
 steps in the fused kernel (fast_adam). With K games the worker acts on their K frames in one batch
-and the update's loss is the mean of the K games' losses. tests/test_equivalence.py runs train.py both
+and the update's loss is the mean of the K games' losses. tests/test_fast_path.py runs train.py both
 ways on the same games and checks the same actions, losses and gradients."""
 
 import ctypes
