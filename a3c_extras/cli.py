@@ -59,8 +59,10 @@ def ray_address(text: str) -> str:
     if text in ("local", "auto"):
         return text
     if text.startswith("ray://"):
-        raise argparse.ArgumentTypeError("Ray Client addresses (ray://) are not supported: run main.py on a machine "
-                                         "of the cluster, with auto or HOST:PORT")
+        raise argparse.ArgumentTypeError(
+            "Ray Client addresses (ray://) are not supported: run main.py on a machine "
+            "of the cluster, with auto or HOST:PORT"
+        )
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected local, auto or HOST:PORT, got '{text}'")
@@ -69,45 +71,101 @@ def ray_address(text: str) -> str:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The flags the course did not have: budgets, resume, the record, videos, speed, departures, a cluster."""
-    p.add_argument("--max-steps", type=number(int, low=0), default=0,
-                   help="stop after this many agent steps in total, over all workers and sittings (0: no limit)")
-    p.add_argument("--max-time", type=number(float, low=0), default=0,
-                   help="stop after this many seconds of this sitting (0: no limit)")
+    p.add_argument(
+        "--max-steps",
+        type=number(int, low=0),
+        default=0,
+        help="stop after this many agent steps in total, over all workers and sittings (0: no limit)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=number(float, low=0),
+        default=0,
+        help="stop after this many seconds of this sitting (0: no limit)",
+    )
     p.add_argument("--run-dir", default=None, help="where to keep the run (default: runs/<env>-<date-time>)")
     p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint or run directory to continue")
-    p.add_argument("--save-interval", type=number(float, above=0), default=300,
-                   help="seconds between checkpoints (default: 300)")
-    p.add_argument("--eval-interval", type=number(float, low=0), default=60,
-                   help="seconds the test process waits between episodes (default: 60)")
-    p.add_argument("--status-interval", type=number(float, above=0), default=30,
-                   help="seconds between status lines (default: 30)")
-    p.add_argument("--max-nonfinite", type=number(int, low=1), default=100,
-                   help="stop when this many updates in a row have a non-finite loss (default: 100)")
-    p.add_argument("--best-window", type=number(int, low=1), default=5, metavar="N",
-                   help="best.pt: the weights when the mean of the last N evaluation episodes is the best so far "
-                        "(default: 5; 1 = the best single episode)")
-    p.add_argument("--max-restarts", type=number(int, low=0), default=5,
-                   help="a worker or the test process that dies is replaced, unless it died more than this many "
-                        "times within --restart-window seconds: then the run stops with status 1 (default: 5)")
-    p.add_argument("--restart-window", type=number(float, above=0), default=600,
-                   help="seconds over which --max-restarts counts (default: 600)")
-    p.add_argument("--record-every", type=number(int, low=0), default=10,
-                   help="record the first evaluation and then every N-th to <run-dir>/videos (0: never)")
-    p.add_argument("--no-tensorboard", action="store_true",
-                   help="write no TensorBoard charts (default: event files in the run directory)")
+    p.add_argument(
+        "--save-interval", type=number(float, above=0), default=300, help="seconds between checkpoints (default: 300)"
+    )
+    p.add_argument(
+        "--eval-interval",
+        type=number(float, low=0),
+        default=60,
+        help="seconds the test process waits between episodes (default: 60)",
+    )
+    p.add_argument(
+        "--status-interval", type=number(float, above=0), default=30, help="seconds between status lines (default: 30)"
+    )
+    p.add_argument(
+        "--max-nonfinite",
+        type=number(int, low=1),
+        default=100,
+        help="stop when this many updates in a row have a non-finite loss (default: 100)",
+    )
+    p.add_argument(
+        "--best-window",
+        type=number(int, low=1),
+        default=5,
+        metavar="N",
+        help="best.pt: the weights when the mean of the last N evaluation episodes is the best so far "
+        "(default: 5; 1 = the best single episode)",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=number(int, low=0),
+        default=5,
+        help="a worker or the test process that dies is replaced, unless it died more than this many "
+        "times within --restart-window seconds: then the run stops with status 1 (default: 5)",
+    )
+    p.add_argument(
+        "--restart-window",
+        type=number(float, above=0),
+        default=600,
+        help="seconds over which --max-restarts counts (default: 600)",
+    )
+    p.add_argument(
+        "--record-every",
+        type=number(int, low=0),
+        default=10,
+        help="record the first evaluation and then every N-th to <run-dir>/videos (0: never)",
+    )
+    p.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="write no TensorBoard charts (default: event files in the run directory)",
+    )
     p.add_argument("--overlay", action="store_true", help="videos show the agent's input, policy and value")
-    p.add_argument("--rollout", choices=["fast", "classic"], default="fast",
-                   help="fast: the same update computed faster (default); classic: the course's loop as written")
-    p.add_argument("--envs-per-worker", type=number(int, low=1), default=1, metavar="K",
-                   help="games each worker plays at once, acting in one batch and learning in one update from "
-                        "their K rollouts (default: 1, the course's A3C; needs --rollout fast)")
+    p.add_argument(
+        "--rollout",
+        choices=["fast", "classic"],
+        default="fast",
+        help="fast: the same update computed faster (default); classic: the course's loop as written",
+    )
+    p.add_argument(
+        "--envs-per-worker",
+        type=number(int, low=1),
+        default=1,
+        metavar="K",
+        help="games each worker plays at once, acting in one batch and learning in one update from "
+        "their K rollouts (default: 1, the course's A3C; needs --rollout fast)",
+    )
     p.add_argument("--life-loss", action="store_true", help="departure: a lost life ends the training episode")
     p.add_argument("--fire-reset", action="store_true", help="departure: press FIRE at each start and lost life")
-    p.add_argument("--ray-address", type=ray_address, default=None, metavar="ADDRESS",
-                   help="train on every machine of a Ray cluster, --num-processes workers on each: auto (the cluster "
-                        "`ray start` joined this machine to), HOST:PORT of its head, or local (start one here)")
-    p.add_argument("--sync-interval", type=number(float, above=0), default=2,
-                   help="with --ray-address: seconds between a machine's syncs with the global weights (default: 2)")
+    p.add_argument(
+        "--ray-address",
+        type=ray_address,
+        default=None,
+        metavar="ADDRESS",
+        help="train on every machine of a Ray cluster, --num-processes workers on each: auto (the cluster "
+        "`ray start` joined this machine to), HOST:PORT of its head, or local (start one here)",
+    )
+    p.add_argument(
+        "--sync-interval",
+        type=number(float, above=0),
+        default=2,
+        help="with --ray-address: seconds between a machine's syncs with the global weights (default: 2)",
+    )
 
 
 COURSE_FIELDS = ["lr", "gamma", "tau", "seed", "num_processes", "num_steps", "max_episode_length", "env_name"]
@@ -122,32 +180,87 @@ def build_parser(params=None) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="main.py", description="A3C: the course's Params from the command line")
     course = p.add_argument_group("the course's Params")
-    course.add_argument("--lr", type=number(float, above=0), default=default("lr", 0.0001), metavar="LR",
-                        help="learning rate (default: %(default)s)")
-    course.add_argument("--gamma", type=number(float, low=0), default=default("gamma", 0.99), metavar="G",
-                        help="discount factor for rewards (default: %(default)s)")
-    course.add_argument("--tau", "--gae-lambda", dest="tau", type=number(float, low=0), default=default("tau", 1.0),
-                        metavar="L", help="lambda of generalised advantage estimation: the course's tau, the "
-                                          "reference's later --gae-lambda (default: %(default)s)")
-    course.add_argument("--seed", type=int, default=default("seed", 1), metavar="S",
-                        help="random seed; worker k uses seed + k (default: %(default)s)")
-    course.add_argument("--num-processes", type=number(int, low=1), default=default("num_processes", cpu_count()),
-                        metavar="N", help="how many training processes to use (default: %(default)s)")
-    course.add_argument("--num-steps", type=number(int, low=1), default=default("num_steps", 20), metavar="NS",
-                        help="number of forward steps in A3C (default: %(default)s)")
-    course.add_argument("--max-episode-length", type=number(int, low=1),
-                        default=default("max_episode_length", 1000000), metavar="M",
-                        help="maximum length of an episode (default: %(default)s)")
-    course.add_argument("--env-name", type=env_id, default=default("env_name", "BreakoutDeterministic-v4"),
-                        metavar="ENV", help="environment to train on (default: %(default)s)")
+    course.add_argument(
+        "--lr",
+        type=number(float, above=0),
+        default=default("lr", 0.0001),
+        metavar="LR",
+        help="learning rate (default: %(default)s)",
+    )
+    course.add_argument(
+        "--gamma",
+        type=number(float, low=0),
+        default=default("gamma", 0.99),
+        metavar="G",
+        help="discount factor for rewards (default: %(default)s)",
+    )
+    course.add_argument(
+        "--tau",
+        "--gae-lambda",
+        dest="tau",
+        type=number(float, low=0),
+        default=default("tau", 1.0),
+        metavar="L",
+        help="lambda of generalised advantage estimation: the course's tau, the "
+        "reference's later --gae-lambda (default: %(default)s)",
+    )
+    course.add_argument(
+        "--seed",
+        type=int,
+        default=default("seed", 1),
+        metavar="S",
+        help="random seed; worker k uses seed + k (default: %(default)s)",
+    )
+    course.add_argument(
+        "--num-processes",
+        type=number(int, low=1),
+        default=default("num_processes", cpu_count()),
+        metavar="N",
+        help="how many training processes to use (default: %(default)s)",
+    )
+    course.add_argument(
+        "--num-steps",
+        type=number(int, low=1),
+        default=default("num_steps", 20),
+        metavar="NS",
+        help="number of forward steps in A3C (default: %(default)s)",
+    )
+    course.add_argument(
+        "--max-episode-length",
+        type=number(int, low=1),
+        default=default("max_episode_length", 1000000),
+        metavar="M",
+        help="maximum length of an episode (default: %(default)s)",
+    )
+    course.add_argument(
+        "--env-name",
+        type=env_id,
+        default=default("env_name", "BreakoutDeterministic-v4"),
+        metavar="ENV",
+        help="environment to train on (default: %(default)s)",
+    )
     later = p.add_argument_group("the reference's later flags (the course wrote these values in train.py)")
-    later.add_argument("--entropy-coef", type=number(float, low=0), default=default("entropy_coef", 0.01),
-                       metavar="EC", help="entropy term coefficient (default: %(default)s)")
-    later.add_argument("--value-loss-coef", type=number(float, low=0), default=default("value_loss_coef", 0.5),
-                       metavar="VC", help="value loss coefficient, on top of the 0.5 inside the loss "
-                                          "(default: %(default)s)")
-    later.add_argument("--max-grad-norm", type=number(float, above=0), default=default("max_grad_norm", 40),
-                       metavar="MGN", help="gradient clipping (default: %(default)s)")
+    later.add_argument(
+        "--entropy-coef",
+        type=number(float, low=0),
+        default=default("entropy_coef", 0.01),
+        metavar="EC",
+        help="entropy term coefficient (default: %(default)s)",
+    )
+    later.add_argument(
+        "--value-loss-coef",
+        type=number(float, low=0),
+        default=default("value_loss_coef", 0.5),
+        metavar="VC",
+        help="value loss coefficient, on top of the 0.5 inside the loss (default: %(default)s)",
+    )
+    later.add_argument(
+        "--max-grad-norm",
+        type=number(float, above=0),
+        default=default("max_grad_norm", 40),
+        metavar="MGN",
+        help="gradient clipping (default: %(default)s)",
+    )
     later.add_argument("--no-shared", action="store_true", help="use an optimizer without shared statistics")
     add_run_arguments(p.add_argument_group("the run (not in the course)"))
     return one_line_errors(p)
@@ -173,8 +286,10 @@ def read_command_line(params, argv=None):
         if args.run_dir is None:  # carry on in the same run directory
             args.run_dir = str(checkpoint_path(args.resume).parent)
     if args.envs_per_worker > 1 and args.rollout == "classic":
-        fail(f"{parser.prog}: error: --envs-per-worker {args.envs_per_worker} needs --rollout fast "
-             "(the classic loop is the course's, one game per worker)")
+        fail(
+            f"{parser.prog}: error: --envs-per-worker {args.envs_per_worker} needs --rollout fast "
+            "(the classic loop is the course's, one game per worker)"
+        )
     if args.run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         args.run_dir = str(Path("runs") / f"{args.env_name.replace('/', '-')}-{stamp}")

@@ -119,8 +119,21 @@ def spaces_of(env) -> SimpleNamespace:
 class Machines:
     """The driver's side of the cluster: the parameter server and one group per machine, polled without waiting."""
 
-    def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, *, model_class, optimizer_class, train,
-                 make_env=None, nodes=None):
+    def __init__(
+        self,
+        ray,
+        args,
+        spaces,
+        shared_model,
+        optimizer,
+        steps: int,
+        *,
+        model_class,
+        optimizer_class,
+        train,
+        make_env=None,
+        nodes=None,
+    ):
         from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
         self.ray, self.args, self.start_steps = ray, args, steps
@@ -135,8 +148,12 @@ class Machines:
         self.server = (
             ray.remote(num_cpus=0)(ParameterServer)
             .options(scheduling_strategy=on_node(here), name=server_name)
-            .remote(flat_weights(shared_model).numpy(), steps, len(nodes),
-                    optimizer.state_dict() if optimizer is not None else None)
+            .remote(
+                flat_weights(shared_model).numpy(),
+                steps,
+                len(nodes),
+                optimizer.state_dict() if optimizer is not None else None,
+            )
         )
         # Each group takes the weights and statistics from the server. Groups take no CPU from Ray's count: their
         # workers are processes of their own, which Ray does not schedule; the node affinity puts one on each machine.
@@ -145,8 +162,17 @@ class Machines:
         group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
         self.groups = [
             group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
-                index=i, name=self.names[i], params=args, spaces=spaces, server=server_name, model_class=model_class,
-                optimizer_class=optimizer_class, train=train, first_rank=i * args.num_processes, make_env=make_env)
+                index=i,
+                name=self.names[i],
+                params=args,
+                spaces=spaces,
+                server=server_name,
+                model_class=model_class,
+                optimizer_class=optimizer_class,
+                train=train,
+                first_rank=i * args.num_processes,
+                make_env=make_env,
+            )
             for i, node in enumerate(nodes)
         ]
         self.workers = len(nodes) * args.num_processes

@@ -100,8 +100,23 @@ class Group:
     restarts one whose process died, it rejoins with the global weights, not with those the run started from. It
     starts again from the run's first SharedAdam statistics: its own died with it."""
 
-    def __init__(self, *, index: int, name: str, params, spaces, server, model_class, optimizer_class, train,
-                 first_rank: int, make_env=None, model_state: dict | None = None, optimizer_state=None, steps: int = 0):
+    def __init__(
+        self,
+        *,
+        index: int,
+        name: str,
+        params,
+        spaces,
+        server,
+        model_class,
+        optimizer_class,
+        train,
+        first_rank: int,
+        make_env=None,
+        model_state: dict | None = None,
+        optimizer_state=None,
+        steps: int = 0,
+    ):
         torch.set_num_threads(1)
         if isinstance(server, str):  # the server's name: Ray keeps a restartable actor's handle arguments badly
             import ray
@@ -126,10 +141,14 @@ class Group:
         self.counted = 0  # the workers' steps (sum of their slots) that the server already knows of
         self.outbox, self.sync_ms, self.sync_failure = [], [], None
         self.stopping = threading.Event()  # the sync thread's, inside this process only
-        self.children = Children(ctx, self.shared, self.outbox.append, max_restarts=params.max_restarts,
-                                 restart_window=params.restart_window,
-                                 link_options={"make_env": make_env, "max_steps": params.max_steps,
-                                               "max_nonfinite": params.max_nonfinite})
+        self.children = Children(
+            ctx,
+            self.shared,
+            self.outbox.append,
+            max_restarts=params.max_restarts,
+            restart_window=params.restart_window,
+            link_options={"make_env": make_env, "max_steps": params.max_steps, "max_nonfinite": params.max_nonfinite},
+        )
         for rank in range(first_rank, first_rank + params.num_processes):
             self.children.start(train, (rank, params, self.model, self.optimizer), name=f"{name} worker {rank}")
         self.syncer = threading.Thread(target=self._sync_every_interval, daemon=True)

@@ -39,8 +39,15 @@ class Dashboard:
 
     def losses(self, steps: int, policy_loss: float, value_loss: float, entropy: float, grad_norm: float) -> None:
         """One update's losses, the policy's entropy, and the norm of its gradient."""
-        self._scalars(steps, {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss,
-                              "losses/entropy": entropy, "losses/grad_norm": grad_norm})
+        self._scalars(
+            steps,
+            {
+                "losses/policy_loss": policy_loss,
+                "losses/value_loss": value_loss,
+                "losses/entropy": entropy,
+                "losses/grad_norm": grad_norm,
+            },
+        )
 
     def eval_episode(self, steps: int, reward: float, length: int) -> None:
         """An episode of the test process: its reward and length."""
@@ -66,8 +73,12 @@ class Dashboard:
 
     def _turn_off(self, error: Exception) -> None:
         writer, self.writer = self.writer, None
-        print(f"TensorBoard: cannot write to {self.run_dir} ({type(error).__name__}: {first_line(error)}); "
-              "the run goes on without its charts", file=sys.stderr, flush=True)
+        print(
+            f"TensorBoard: cannot write to {self.run_dir} ({type(error).__name__}: {first_line(error)}); "
+            "the run goes on without its charts",
+            file=sys.stderr,
+            flush=True,
+        )
         if writer is not None:
             try:
                 writer.close()

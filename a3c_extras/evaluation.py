@@ -21,26 +21,58 @@ from a3c_extras.videos import add_step, recorder_for
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="test.py",
-                                     description="Evaluate a saved A3C agent, optionally recording videos.")
+    parser = argparse.ArgumentParser(
+        prog="test.py", description="Evaluate a saved A3C agent, optionally recording videos."
+    )
     parser.add_argument("--checkpoint", required=True, help="checkpoint.pt, best.pt or a run directory")
     parser.add_argument("--env-name", default=None, help="environment id (default: the checkpoint's)")
     parser.add_argument("--episodes", type=number(int, low=1), default=10)
     parser.add_argument("--record", metavar="DIR", default=None, help="write one MP4 per episode here")
-    parser.add_argument("--overlay", action="store_true",
-                        help="show the agent's input, policy and value beside the game")
+    parser.add_argument(
+        "--overlay", action="store_true", help="show the agent's input, policy and value beside the game"
+    )
     parser.add_argument("--sample", action="store_true", help="sample actions from the policy instead of argmax")
-    parser.add_argument("--noop-max", type=number(int, low=0), default=0,
-                        help="up to K random no-ops at each start (papers: 30)")
+    parser.add_argument(
+        "--noop-max", type=number(int, low=0), default=0, help="up to K random no-ops at each start (papers: 30)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-episode-length", type=number(int, low=1), default=None)
     return one_line_errors(parser).parse_args(argv)
 
 
 # Student's t, two-sided 95%: its quantile t(0.975) for 1 to 30 degrees of freedom (standard tables).
-T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042]
+T_975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def t_quantile_975(df: int) -> float:
@@ -49,8 +81,12 @@ def t_quantile_975(df: int) -> float:
     if df <= len(T_975):
         return T_975[df - 1]
     z = 1.959964
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
 
 
 def confidence_interval(scores) -> tuple[float, float]:
@@ -63,8 +99,17 @@ def confidence_interval(scores) -> tuple[float, float]:
     return float(scores.mean() - half), float(scores.mean() + half)
 
 
-def play_episode(env, model, max_episode_length: int, *, sample: bool = False, noop_max: int = 0, rng=None,
-                 on_step=None, stop_event=None):
+def play_episode(
+    env,
+    model,
+    max_episode_length: int,
+    *,
+    sample: bool = False,
+    noop_max: int = 0,
+    rng=None,
+    on_step=None,
+    stop_event=None,
+):
     """One episode with the model's policy, greedy (argmax, as the test process plays) or sampled.
     Returns (reward, length), or None if stop_event was set meanwhile. `on_step(observation, probs,
     value)` sees each decision."""
@@ -119,27 +164,42 @@ def evaluate(args, model_class, make_env) -> dict:
     for episode in range(args.episodes):
         recorder = recorder_for(record_dir / f"episode-{episode:03d}.mp4", env, args.overlay) if record_dir else None
         on_step = (lambda obs, probs, value, r=recorder: add_step(r, env, obs, probs, value)) if recorder else None
-        reward, length = play_episode(env, model, max_length, sample=args.sample, noop_max=args.noop_max, rng=rng,
-                                      on_step=on_step)
+        reward, length = play_episode(
+            env, model, max_length, sample=args.sample, noop_max=args.noop_max, rng=rng, on_step=on_step
+        )
         if recorder is not None:
             recorder.close()
         rewards.append(reward)
         lengths.append(length)
-        print(f"Episode {episode + 1}/{args.episodes}: episode reward {reward}, episode length {length}, "
-              f"{time.time() - start_time:.0f} s", flush=True)
+        print(
+            f"Episode {episode + 1}/{args.episodes}: episode reward {reward}, episode length {length}, "
+            f"{time.time() - start_time:.0f} s",
+            flush=True,
+        )
 
     summary = {
-        "checkpoint": str(args.checkpoint), "env_name": env_name, "episodes": len(rewards),
-        "mean": float(np.mean(rewards)), "std": float(np.std(rewards)),
-        "min": float(np.min(rewards)), "max": float(np.max(rewards)),
+        "checkpoint": str(args.checkpoint),
+        "env_name": env_name,
+        "episodes": len(rewards),
+        "mean": float(np.mean(rewards)),
+        "std": float(np.std(rewards)),
+        "min": float(np.min(rewards)),
+        "max": float(np.max(rewards)),
         "ci95": confidence_interval(rewards),
-        "rewards": rewards, "lengths": lengths, "policy": "sample" if args.sample else "greedy",
-        "noop_max": args.noop_max, "seed": args.seed, "total_steps_trained": data.get("counter", 0),
+        "rewards": rewards,
+        "lengths": lengths,
+        "policy": "sample" if args.sample else "greedy",
+        "noop_max": args.noop_max,
+        "seed": args.seed,
+        "total_steps_trained": data.get("counter", 0),
     }
     low, high = summary["ci95"]
     interval = f" (95% CI {low:.1f} to {high:.1f})" if len(rewards) > 1 else ""
-    print(f"Summary: {summary['episodes']} episodes, mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
-          f"min {summary['min']:g}, max {summary['max']:g}", flush=True)
+    print(
+        f"Summary: {summary['episodes']} episodes, mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
+        f"min {summary['min']:g}, max {summary['max']:g}",
+        flush=True,
+    )
     if record_dir:
         (record_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -30,5 +30,19 @@ def fused_adam_step(optimizer) -> None:
             # The course adds eps to sqrt(v) before the bias correction, PyTorch after it: with eps scaled
             # by 1 / sqrt(1 - beta2^step) the kernel computes the course's update.
             eps = group["eps"] / (1 - beta2 ** (steps[0].item() + 1)) ** 0.5
-            adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, amsgrad=False, beta1=beta1,
-                 beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=eps, maximize=False)
+            adam(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                fused=True,
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                eps=eps,
+                maximize=False,
+            )

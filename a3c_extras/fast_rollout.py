@@ -19,7 +19,11 @@ def convs(model) -> tuple:
 def trunk_weights(model) -> list:
     """The weights between the frames and the LSTM's output, in the order HiddenStates returns their gradients."""
     return [p for conv in convs(model) for p in (conv.weight, conv.bias)] + [
-        model.lstm.weight_ih, model.lstm.weight_hh, model.lstm.bias_ih, model.lstm.bias_hh]
+        model.lstm.weight_ih,
+        model.lstm.weight_hh,
+        model.lstm.bias_ih,
+        model.lstm.bias_hh,
+    ]
 
 
 def sample_actions(logits: np.ndarray, noise: torch.Tensor) -> list[int]:
@@ -195,8 +199,18 @@ def conv_backward(rollout: Rollout, ticks: int, grad_features: torch.Tensor) -> 
         # ELU'(z) = 1 for z > 0, else e^z = ELU(z) + 1: computed from the output y = ELU(z).
         grad = torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, y)
         grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad, x, conv.weight, [conv.out_channels], conv.stride, conv.padding, conv.dilation,
-            False, [0, 0], 1, [k > 0, True, True])  # no gradient for the frames themselves
+            grad,
+            x,
+            conv.weight,
+            [conv.out_channels],
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            False,
+            [0, 0],
+            1,
+            [k > 0, True, True],
+        )  # no gradient for the frames themselves
         grads[:0] = [grad_w, grad_b]
         grad = grad_x
     return grads

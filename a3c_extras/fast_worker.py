@@ -180,8 +180,9 @@ def work(rank, args, envs, model, shared_model, optimizer, link, ensure_shared_g
     # The local copy stores its conv weights channels-last (NHWC): the same weights, in the layout
     # PyTorch's CPU convolutions run fastest in, for acting (1 frame) as for learning (a batch).
     model = model.to(memory_format=torch.channels_last)
-    shared_adam = all("exp_avg" in optimizer.state[p] for group in optimizer.param_groups
-                      for p in group["params"])  # SharedAdam: its state exists from the start
+    shared_adam = all(
+        "exp_avg" in optimizer.state[p] for group in optimizer.param_groups for p in group["params"]
+    )  # SharedAdam: its state exists from the start
     for k, env in enumerate(envs):  # as train.py: seeded, then the first episode
         env.reset(seed=game_seed(args, rank, k))
     games = [Game(env, env.reset()[0], rank, k, args, link) for k, env in enumerate(envs)]
@@ -199,5 +200,3 @@ def work(rank, args, envs, model, shared_model, optimizer, link, ensure_shared_g
             fused_adam_step(optimizer)
         else:
             optimizer.step()
-
-

@@ -74,8 +74,9 @@ class WorkerLink:
         self.start_steps = 0  # the run's steps when the child connected
 
     @classmethod
-    def of_run(cls, shared: SharedCounts, slot: int, writer, *, make_env=None, max_steps=0, max_nonfinite=100,
-               best_path=None):
+    def of_run(
+        cls, shared: SharedCounts, slot: int, writer, *, make_env=None, max_steps=0, max_nonfinite=100, best_path=None
+    ):
         link = cls(make_env=make_env, max_steps=max_steps, max_nonfinite=max_nonfinite)
         link.shared, link.slot, link.writer, link.best_path = shared, slot, writer, best_path
         link.events = deque(maxlen=OUTBOX_LIMIT)  # the outbox (without a writer: a benchmark's, kept nowhere)
@@ -140,8 +141,10 @@ class WorkerLink:
         """After backward and clipping: whether the update may go to the shared model. One whose losses or
         gradient are not finite is skipped and counted; max_nonfinite of them in a row end the worker. The
         finite ones are averaged and sent every LOSSES_EVERY seconds (for a dashboard)."""
-        values = [float(v.detach() if hasattr(v, "detach") else v)  # floats or 1-element tensors
-                  for v in (policy_loss, value_loss, entropy, grad_norm)]
+        values = [
+            float(v.detach() if hasattr(v, "detach") else v)  # floats or 1-element tensors
+            for v in (policy_loss, value_loss, entropy, grad_norm)
+        ]
         if not all(math.isfinite(v) for v in values):
             self.skipped += 1
             self.skipped_in_a_row += 1
@@ -218,7 +221,7 @@ class Sender:
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def child_name(target, args) -> str:

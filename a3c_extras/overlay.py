@@ -23,8 +23,14 @@ CHOSEN = (255, 200, 0)
 CHOSEN_ROW = (60, 60, 60)
 
 
-def compose_frame(screen: np.ndarray, observation: np.ndarray, probs: np.ndarray, value: float,
-                  action_names: list[str], action: int | None = None) -> np.ndarray:
+def compose_frame(
+    screen: np.ndarray,
+    observation: np.ndarray,
+    probs: np.ndarray,
+    value: float,
+    action_names: list[str],
+    action: int | None = None,
+) -> np.ndarray:
     """The game screen with, to its right, the agent's input and its policy and value (uint8 RGB).
 
     `action` is the action taken; by default the greedy one (highest probability) is highlighted.
@@ -57,8 +63,7 @@ def observation_to_grey(observation: np.ndarray) -> np.ndarray:
     return np.round((values + CLIP) * (255.0 / (2 * CLIP))).astype(np.uint8)
 
 
-def policy_panel(probs: np.ndarray, value: float, action_names: list[str], action: int,
-                 height: int) -> np.ndarray:
+def policy_panel(probs: np.ndarray, value: float, action_names: list[str], action: int, height: int) -> np.ndarray:
     """One bar per action with its name and probability (the chosen action highlighted); below, the
     critic's value of the state."""
     name_width = max(text_width(name, SMALL) for name in action_names)

@@ -43,8 +43,9 @@ def write_config(path: Path, args, extra: dict) -> None:
 def git_commit() -> str | None:
     """The commit of this code, when it is a git checkout and git is installed."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -105,8 +106,9 @@ class RunRecord:
     def event(self, time_s: float, steps: int, event: str, process: str, detail: str = "") -> None:
         """A row of events.csv: a restart, a failed write."""
         try:
-            self.events.row(datetime.now(timezone.utc).isoformat(timespec="seconds"), f"{time_s:.1f}", steps, event,
-                            process, detail)
+            self.events.row(
+                datetime.now(timezone.utc).isoformat(timespec="seconds"), f"{time_s:.1f}", steps, event, process, detail
+            )
         except OSError:
             pass  # the failure that made this row is printed already
 
@@ -198,8 +200,10 @@ def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int 
     w = min(window, len(train[1]))
     curve_steps, curve_hours, curve = training_curve(*train, w) if w else ([], [], [])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, sharey=True)
-    for ax, x_label, curve_x, eval_x in ((axes[0], "total agent steps", curve_steps, evals[0]),
-                                         (axes[1], "hours of training", curve_hours, evals[2] / 3600)):
+    for ax, x_label, curve_x, eval_x in (
+        (axes[0], "total agent steps", curve_steps, evals[0]),
+        (axes[1], "hours of training", curve_hours, evals[2] / 3600),
+    ):
         if len(curve):
             ax.plot(curve_x, curve, color="tab:blue", label=f"training return, mean of last {w} games")
         if len(evals[1]):

@@ -54,8 +54,17 @@ class Children:
     with `make_args(target, rank)`, its rank being the first argument it was given (the child writes it in shared
     memory first thing; in the order body() was called otherwise)."""
 
-    def __init__(self, ctx, shared: SharedCounts, handle, *, max_restarts: int, restart_window: float,
-                 link_options: dict, make_args=None):
+    def __init__(
+        self,
+        ctx,
+        shared: SharedCounts,
+        handle,
+        *,
+        max_restarts: int,
+        restart_window: float,
+        link_options: dict,
+        make_args=None,
+    ):
         self.ctx, self.shared, self.handle, self.make_args = ctx, shared, handle, make_args
         self.max_restarts, self.restart_window, self.link_options = max_restarts, restart_window, link_options
         self.slots = 0
@@ -63,8 +72,15 @@ class Children:
         self.waiting = []  # children of body() whose process supervise() has not been given yet, in order
         self.failure = None
 
-    def body(self, target, name: str | None = None, args: tuple | None = None, kwargs: dict | None = None,
-             rank: int | None = None, **link_options) -> ChildBody:
+    def body(
+        self,
+        target,
+        name: str | None = None,
+        args: tuple | None = None,
+        kwargs: dict | None = None,
+        rank: int | None = None,
+        **link_options,
+    ) -> ChildBody:
         """The target of a new child process; `args` are those it will be started with, when known; link_options
         override the children's (see WorkerLink.of_run)."""
         slot, self.slots = self.slots, self.slots + 1
@@ -213,8 +229,10 @@ def load_shared(shared_model, optimizer, model_state: dict, optimizer_state: dic
 def stop_signals():
     """Ctrl-C and SIGTERM ask for a clean stop (the names of those received, in a list) while the loop runs."""
     received = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signal.Signals(signum).name))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signal.Signals(signum).name))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield received
     finally:
@@ -256,17 +274,27 @@ class Run:
             # the best mean of --best-window episodes; runs from before it kept the best single episode
             best = data.get("best_reward") if "best_window" in data["args"] else None
         try:
-            self.record = RunRecord(args.run_dir, args, {"resumed_from": args.resume,
-                                                         "resumed_at_steps": self.counter_start}, self.resumed)
+            self.record = RunRecord(
+                args.run_dir, args, {"resumed_from": args.resume, "resumed_at_steps": self.counter_start}, self.resumed
+            )
         except OSError as error:
             fail(f"main.py: error: cannot write the run directory {args.run_dir}: {describe_os_error(error)}")
         self.run_dir = self.record.dir
         self.shared = SharedCounts(ctx, args.num_processes + 1 + extra_children, self.counter_start, best)
         self.children = Children(
-            ctx, self.shared, self.handle, max_restarts=args.max_restarts, restart_window=args.restart_window,
-            link_options={"make_env": make_env, "max_steps": args.max_steps, "max_nonfinite": args.max_nonfinite,
-                          "best_path": str(self.run_dir / "best.pt")},
-            make_args=self.restart_args)
+            ctx,
+            self.shared,
+            self.handle,
+            max_restarts=args.max_restarts,
+            restart_window=args.restart_window,
+            link_options={
+                "make_env": make_env,
+                "max_steps": args.max_steps,
+                "max_nonfinite": args.max_nonfinite,
+                "best_path": str(self.run_dir / "best.pt"),
+            },
+            make_args=self.restart_args,
+        )
         self.workers_made = 0
         self.listeners = [] if args.no_tensorboard else [Dashboard(self.run_dir)]  # the run's TensorBoard charts
         self.recent_returns = deque(maxlen=100)
@@ -274,8 +302,11 @@ class Run:
         self.nonfinite = {}
         self.restarts = 0
         self.start_time = time.time()
-        print(f"Run directory: {self.run_dir}  ({self.workers_description()} on {args.env_name}"
-              f"{', resumed at step ' + format(self.counter_start, ',') if self.resumed else ''})", flush=True)
+        print(
+            f"Run directory: {self.run_dir}  ({self.workers_description()} on {args.env_name}"
+            f"{', resumed at step ' + format(self.counter_start, ',') if self.resumed else ''})",
+            flush=True,
+        )
 
     def workers_description(self) -> str:
         return f"{self.args.num_processes} workers"
@@ -337,7 +368,10 @@ class Run:
         steps = self.steps() if steps is None else steps
         saved = self.record.save_checkpoint(
             checkpoint(self.shared_model, self.optimizer, steps, self.elapsed(), self.shared.best_reward(), self.args),
-            self.elapsed(), final=final, retry_in=self.args.save_interval)
+            self.elapsed(),
+            final=final,
+            retry_in=self.args.save_interval,
+        )
         self.record.plot_curve(f"A3C on {self.args.env_name}", self.elapsed(), steps)
         return saved
 
@@ -346,8 +380,10 @@ class Run:
         rate = (steps - self.counter_start) / max(time.time() - self.start_time, 1e-9)
         parts = [f"steps {steps:,}", f"{rate:,.0f} steps/s"]
         if self.recent_returns:
-            parts.append(f"train return (last {len(self.recent_returns)}) "
-                         f"{sum(self.recent_returns) / len(self.recent_returns):.1f}")
+            parts.append(
+                f"train return (last {len(self.recent_returns)}) "
+                f"{sum(self.recent_returns) / len(self.recent_returns):.1f}"
+            )
         parts.append(f"last eval {self.last_eval if self.last_eval is not None else '-'}")
         best = self.shared.best_reward()
         parts.append(f"best (mean of {self.args.best_window}) {f'{best:g}' if best is not None else '-'}")
@@ -416,13 +452,20 @@ class Run:
         print(self.status_line(), flush=True)
         if failure:
             name, why = failure
-            print(f"main.py: {name} died: {why}; other processes stopped, "
-                  f"{'checkpoint saved in ' + str(self.run_dir) if saved else 'final checkpoint not written'}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"main.py: {name} died: {why}; other processes stopped, "
+                f"{'checkpoint saved in ' + str(self.run_dir) if saved else 'final checkpoint not written'}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         if not saved:
-            print(f"main.py: error: {reason}, but the final checkpoint could not be written; "
-                  f"{self.record.last_good_description()}", file=sys.stderr, flush=True)
+            print(
+                f"main.py: error: {reason}, but the final checkpoint could not be written; "
+                f"{self.record.last_good_description()}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         print(f"{reason}; checkpoint saved in {self.run_dir}", flush=True)
         return 0

@@ -40,8 +40,15 @@ class EpisodeRecorder:
     process killed mid-episode never leaves a broken .mp4 behind.
     """
 
-    def __init__(self, path, fps: float, overlay: bool = False, action_names: list[str] | None = None,
-                 queue_size: int = 32, crf: int = 18):
+    def __init__(
+        self,
+        path,
+        fps: float,
+        overlay: bool = False,
+        action_names: list[str] | None = None,
+        queue_size: int = 32,
+        crf: int = 18,
+    ):
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.path = Path(path)
@@ -63,8 +70,14 @@ class EpisodeRecorder:
         self._thread = threading.Thread(target=self._encode_all, name=f"video {self.path.name}", daemon=True)
         self._thread.start()
 
-    def add_frame(self, screen: np.ndarray, observation: np.ndarray | None = None,
-                  probs: np.ndarray | None = None, value: float | None = None, action: int | None = None) -> None:
+    def add_frame(
+        self,
+        screen: np.ndarray,
+        observation: np.ndarray | None = None,
+        probs: np.ndarray | None = None,
+        value: float | None = None,
+        action: int | None = None,
+    ) -> None:
         """Queue one agent step: the game screen (H, W, 3 uint8 RGB) and, for the overlay, the agent's
         input, action probabilities, value and (optionally) the action taken. Raises VideoError if the
         encoder has failed."""
@@ -80,8 +93,13 @@ class EpisodeRecorder:
         if self.overlay:
             if observation is None or probs is None or value is None:
                 raise ValueError("the overlay needs the observation, the action probabilities and the value")
-            step = (screen, np.array(observation, dtype=np.float32), np.array(probs, dtype=np.float64),
-                    float(value), action)
+            step = (
+                screen,
+                np.array(observation, dtype=np.float32),
+                np.array(probs, dtype=np.float64),
+                float(value),
+                action,
+            )
         else:
             step = (screen,)
         self._put(step)
@@ -165,6 +183,7 @@ def describe(error: BaseException | None) -> str:
 
 
 # ---------------------------------------------------------------- recording an agent's episodes
+
 
 def recorder_for(path, env, overlay: bool) -> EpisodeRecorder:
     """An MP4 recorder of the real game screen at the game's speed (one frame per agent step)."""

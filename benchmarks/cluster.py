@@ -115,8 +115,15 @@ def run_layout(nodes: int, args) -> dict:
         env = create_atari_env(training.env_name)
         shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
         machines = cluster.Machines(
-            ray, training, cluster.spaces_of(env), shared_model, optimizer, 0, model_class=ActorCritic,
-            optimizer_class=SharedAdam, train=train,
+            ray,
+            training,
+            cluster.spaces_of(env),
+            shared_model,
+            optimizer,
+            0,
+            model_class=ActorCritic,
+            optimizer_class=SharedAdam,
+            train=train,
         )
         round_trips = []
 
@@ -166,8 +173,15 @@ def quiet_syncs(args) -> tuple[list[float], list[float]]:
         env = create_atari_env(training.env_name)
         shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
         machines = cluster.Machines(
-            ray, training, cluster.spaces_of(env), shared_model, optimizer, 0, model_class=ActorCritic,
-            optimizer_class=SharedAdam, train=train,
+            ray,
+            training,
+            cluster.spaces_of(env),
+            shared_model,
+            optimizer,
+            0,
+            model_class=ActorCritic,
+            optimizer_class=SharedAdam,
+            train=train,
         )
         second = machines.groups[1]
         time.sleep(5)  # Ray starts some Python workers of its own after a node starts: let them settle
@@ -197,9 +211,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     training = read_command_line(Params(), [])
     parameters = sum(
-        p.numel() for p in shared_model_and_optimizer(
-            training, create_atari_env(training.env_name), ActorCritic, SharedAdam
-        )[0].parameters()
+        p.numel()
+        for p in shared_model_and_optimizer(training, create_atari_env(training.env_name), ActorCritic, SharedAdam)[
+            0
+        ].parameters()
     )
     sync_bytes = 2 * 4 * parameters  # float32 delta up, float32 merged weights down
     print(

@@ -40,8 +40,14 @@ class Soak:
     """main.py in a process of its own, its status lines kept with the time each arrived."""
 
     def __init__(self, argv):
-        self.proc = subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "main.py", *argv],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.main = psutil.Process(self.proc.pid)
         self.counts, self.errors = [], []  # (time, steps) of each status line; stderr's lines
         threading.Thread(target=self._read_status, daemon=True).start()
@@ -83,13 +89,29 @@ def main(argv=None) -> int:
     seconds = args.minutes * 60
     window = min(60.0, args.kill_every / 2)  # steps/s is measured over this long before and after each kill
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="soak-")
-    argv = ["--num-processes", str(args.workers), "--envs-per-worker", str(args.envs_per_worker),
-            "--max-time", f"{seconds:g}", "--status-interval", "5", "--record-every", "0", "--run-dir", run_dir,
-            "--max-restarts", str(int(seconds // args.kill_every) + 1)]
+    argv = [
+        "--num-processes",
+        str(args.workers),
+        "--envs-per-worker",
+        str(args.envs_per_worker),
+        "--max-time",
+        f"{seconds:g}",
+        "--status-interval",
+        "5",
+        "--record-every",
+        "0",
+        "--run-dir",
+        run_dir,
+        "--max-restarts",
+        str(int(seconds // args.kill_every) + 1),
+    ]
     if args.env_name:
         argv += ["--env-name", args.env_name]
-    print(f"soak: {args.minutes:g} min of {args.workers} workers x {args.envs_per_worker} games, a worker killed "
-          f"every {args.kill_every:g} s; run directory {run_dir}", flush=True)
+    print(
+        f"soak: {args.minutes:g} min of {args.workers} workers x {args.envs_per_worker} games, a worker killed "
+        f"every {args.kill_every:g} s; run directory {run_dir}",
+        flush=True,
+    )
     soak = Soak(argv)
     start = time.time()
     kills = []  # (time, rank)
@@ -119,10 +141,14 @@ def main(argv=None) -> int:
         before, after = soak.rate(when - window, when), soak.rate(when, when + window)
         print(f"{n:>4} {when - start:6.0f} {rank:>6} {before or float('nan'):15,.0f} {after or float('nan'):14,.0f}")
     named = sum(bool(re.match(r"main.py: worker \d died: killed by signal SIGKILL; restarted", e)) for e in soak.errors)
-    print(f"main process: RSS {start_rss:.1f} -> {end_rss:.1f} MB, open fds {start_fds} -> {end_fds} "
-          f"(at {WARMUP} s and at the end)")
-    print(f"whole run: {soak.rate(start, start + seconds + 60) or 0:,.0f} steps/s; {len(kills)} kills, {named} "
-          f"restarts named; exit status {status}")
+    print(
+        f"main process: RSS {start_rss:.1f} -> {end_rss:.1f} MB, open fds {start_fds} -> {end_fds} "
+        f"(at {WARMUP} s and at the end)"
+    )
+    print(
+        f"whole run: {soak.rate(start, start + seconds + 60) or 0:,.0f} steps/s; {len(kills)} kills, {named} "
+        f"restarts named; exit status {status}"
+    )
     return 0 if status == 0 and named == len(kills) else 1
 
 

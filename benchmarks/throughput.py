@@ -69,25 +69,56 @@ PARTS = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="A3C training throughput on Breakout against the emulator's ceiling")
-    p.add_argument("--workers", type=number(int, low=1), default=os.cpu_count() or 1,
-                   help="processes in each measurement (default: the CPU count)")
+    p.add_argument(
+        "--workers",
+        type=number(int, low=1),
+        default=os.cpu_count() or 1,
+        help="processes in each measurement (default: the CPU count)",
+    )
     p.add_argument("--num-steps", type=number(int, low=1), default=20, help="rollout length (default: 20)")
-    p.add_argument("--envs-per-worker", type=number(int, low=1), nargs="+", default=[1], metavar="K",
-                   help="games per training worker; several values give one train measurement each (default: 1)")
-    p.add_argument("--profile", action="store_true",
-                   help="also time the parts of the training workers' loop, per agent step")
-    p.add_argument("--warmup", type=number(float, low=0), default=10,
-                   help="seconds run before measuring (default: 10)")
-    p.add_argument("--measure", type=number(float, above=0), default=40,
-                   help="seconds measured for each of ceiling, train and classic (default: 40)")
-    p.add_argument("--repeats", type=number(int, low=1), default=1,
-                   help="rounds of the three measurements; figures are medians (default: 1)")
-    p.add_argument("--memory-minutes", type=number(float, above=0), default=None, metavar="M",
-                   help="instead: run the training workers M minutes and report how their resident memory grows")
-    p.add_argument("--memory-warmup", type=number(float, low=0), default=60,
-                   help="with --memory-minutes: seconds before the baseline sample (default: 60)")
-    p.add_argument("--sample-interval", type=number(float, above=0), default=5,
-                   help="with --memory-minutes: seconds between memory samples (default: 5)")
+    p.add_argument(
+        "--envs-per-worker",
+        type=number(int, low=1),
+        nargs="+",
+        default=[1],
+        metavar="K",
+        help="games per training worker; several values give one train measurement each (default: 1)",
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="also time the parts of the training workers' loop, per agent step"
+    )
+    p.add_argument("--warmup", type=number(float, low=0), default=10, help="seconds run before measuring (default: 10)")
+    p.add_argument(
+        "--measure",
+        type=number(float, above=0),
+        default=40,
+        help="seconds measured for each of ceiling, train and classic (default: 40)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=number(int, low=1),
+        default=1,
+        help="rounds of the three measurements; figures are medians (default: 1)",
+    )
+    p.add_argument(
+        "--memory-minutes",
+        type=number(float, above=0),
+        default=None,
+        metavar="M",
+        help="instead: run the training workers M minutes and report how their resident memory grows",
+    )
+    p.add_argument(
+        "--memory-warmup",
+        type=number(float, low=0),
+        default=60,
+        help="with --memory-minutes: seconds before the baseline sample (default: 60)",
+    )
+    p.add_argument(
+        "--sample-interval",
+        type=number(float, above=0),
+        default=5,
+        help="with --memory-minutes: seconds between memory samples (default: 5)",
+    )
     p.error = lambda message: fail(f"{p.prog}: error: {message}")
     return p
 
@@ -95,12 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     if args.memory_minutes is not None and args.memory_warmup >= args.memory_minutes * 60:
-        fail(f"throughput.py: error: --memory-warmup ({args.memory_warmup:g} s) must be shorter than "
-             f"--memory-minutes ({args.memory_minutes:g} min)")
+        fail(
+            f"throughput.py: error: --memory-warmup ({args.memory_warmup:g} s) must be shorter than "
+            f"--memory-minutes ({args.memory_minutes:g} min)"
+        )
     return args
 
 
 # ---------------------------------------------------------------- the processes measured
+
 
 def random_player(rank, shared):
     """The ceiling: step the training environment with uniformly random actions."""
@@ -152,16 +186,28 @@ def start_processes(kind: str, workers: int, num_steps: int, envs_per_worker: in
     if kind == "ceiling":
         targets = [(random_player, (rank, shared), {}) for rank in range(workers)]
     else:
-        args = read_command_line(Params(), ["--num-processes", str(workers), "--num-steps", str(num_steps),
-                                    "--rollout", "fast" if kind == "train" else "classic",
-                                    "--envs-per-worker", str(envs_per_worker)])
+        args = read_command_line(
+            Params(),
+            [
+                "--num-processes",
+                str(workers),
+                "--num-steps",
+                str(num_steps),
+                "--rollout",
+                "fast" if kind == "train" else "classic",
+                "--envs-per-worker",
+                str(envs_per_worker),
+            ],
+        )
         torch.manual_seed(args.seed)
         env = create_atari_env(args.env_name)
         shared_model, optimizer = shared_model_and_optimizer(args, env, ActorCritic, SharedAdam)
         env.close()
         target, extra = (train, ()) if profile is None else (profiled_train, (profile,))
-        targets = [(target, (*extra, rank, args, shared_model, optimizer),
-                    {"link": WorkerLink.of_run(shared, rank, None)}) for rank in range(workers)]
+        targets = [
+            (target, (*extra, rank, args, shared_model, optimizer), {"link": WorkerLink.of_run(shared, rank, None)})
+            for rank in range(workers)
+        ]
     processes = []
     for target, args, kwargs in targets:
         p = mp.Process(target=target, args=args, kwargs=kwargs, daemon=True)
@@ -237,14 +283,18 @@ def measure(kind: str, args, envs_per_worker: int = 1) -> tuple[float, float, di
 
 # ---------------------------------------------------------------- the two modes
 
+
 def run_throughput(args) -> None:
     kinds = ["ceiling", "classic"] + [f"train K={k}" for k in args.envs_per_worker]
     rates = {kind: [] for kind in kinds}
     peaks = {kind: [] for kind in kinds}
     parts = {}
-    print(f"{args.workers} processes on {os.cpu_count()} CPUs, {ENV_NAME}, rollouts of {args.num_steps} steps, "
-          f"warm-up {args.warmup:g} s, measured {args.measure:g} s each, {args.repeats} round(s); "
-          f"K = games per training worker", flush=True)
+    print(
+        f"{args.workers} processes on {os.cpu_count()} CPUs, {ENV_NAME}, rollouts of {args.num_steps} steps, "
+        f"warm-up {args.warmup:g} s, measured {args.measure:g} s each, {args.repeats} round(s); "
+        f"K = games per training worker",
+        flush=True,
+    )
     print(f"{'round':>5}  {'run':11} {'steps/s':>9} {'per worker':>11} {'peak RSS each':>16}", flush=True)
     for round_ in range(1, args.repeats + 1):
         for kind in kinds:
@@ -258,13 +308,17 @@ def run_throughput(args) -> None:
 
     median = {kind: statistics.median(rates[kind]) for kind in kinds}
     print()
-    print(f"{'run':11} {'median steps/s':>15} {'min..max':>14} {'spread':>7} {'x classic':>10} {'of ceiling':>11} "
-          f"{'peak RSS each':>14}")
+    print(
+        f"{'run':11} {'median steps/s':>15} {'min..max':>14} {'spread':>7} {'x classic':>10} {'of ceiling':>11} "
+        f"{'peak RSS each':>14}"
+    )
     for kind in kinds:
         low, high = min(rates[kind]), max(rates[kind])
-        print(f"{kind:11} {median[kind]:15.0f} {f'{low:.0f}..{high:.0f}':>14} "
-              f"{(high - low) / median[kind] * 100:6.1f}% {median[kind] / median['classic']:10.2f} "
-              f"{median[kind] / median['ceiling']:11.2f} {max(peaks[kind]):11.0f} MB")
+        print(
+            f"{kind:11} {median[kind]:15.0f} {f'{low:.0f}..{high:.0f}':>14} "
+            f"{(high - low) / median[kind] * 100:6.1f}% {median[kind] / median['classic']:10.2f} "
+            f"{median[kind] / median['ceiling']:11.2f} {max(peaks[kind]):11.0f} MB"
+        )
     if parts:
         print()
         print("microseconds per agent step of one worker (medians over rounds), against its wall time:")
@@ -272,18 +326,28 @@ def run_throughput(args) -> None:
         for kind, rounds in parts.items():
             per_part = {part: statistics.median(r[part] for r in rounds) for part in PARTS}
             wall = args.workers / median[kind] * 1e6
-            print(f"{kind:11} " + " ".join(f"{per_part[part]:10.0f}" for part in PARTS)
-                  + f" {wall - sum(per_part.values()):10.0f} {wall:10.0f}")
+            print(
+                f"{kind:11} "
+                + " ".join(f"{per_part[part]:10.0f}" for part in PARTS)
+                + f" {wall - sum(per_part.values()):10.0f} {wall:10.0f}"
+            )
     best = max(kinds[2:], key=median.get)
-    figures = {"speedup_vs_classic": median[best] / median["classic"],
-               "fraction_of_ceiling": median[best] / median["ceiling"]}
-    verdict = ", ".join(f"{name} {'met' if figures[name] >= target else 'missed'} (target {target:g})"
-                        for name, target in TARGETS.items())
+    figures = {
+        "speedup_vs_classic": median[best] / median["classic"],
+        "fraction_of_ceiling": median[best] / median["ceiling"],
+    }
+    verdict = ", ".join(
+        f"{name} {'met' if figures[name] >= target else 'missed'} (target {target:g})"
+        for name, target in TARGETS.items()
+    )
     print(f"best: {best}; {verdict}")
-    print(f"envs_per_worker={best.split('=')[1]} train_steps_per_s={median[best]:.0f} "
-          f"classic_steps_per_s={median['classic']:.0f} ceiling_steps_per_s={median['ceiling']:.0f} "
-          f"speedup_vs_classic={figures['speedup_vs_classic']:.2f} "
-          f"fraction_of_ceiling={figures['fraction_of_ceiling']:.2f}", flush=True)
+    print(
+        f"envs_per_worker={best.split('=')[1]} train_steps_per_s={median[best]:.0f} "
+        f"classic_steps_per_s={median['classic']:.0f} ceiling_steps_per_s={median['ceiling']:.0f} "
+        f"speedup_vs_classic={figures['speedup_vs_classic']:.2f} "
+        f"fraction_of_ceiling={figures['fraction_of_ceiling']:.2f}",
+        flush=True,
+    )
 
 
 def run_memory(args) -> None:
@@ -291,8 +355,11 @@ def run_memory(args) -> None:
     after the warm-up; growth = (last sample - baseline) / baseline."""
     total = args.memory_minutes * 60
     envs_per_worker = args.envs_per_worker[0]
-    print(f"{args.workers} training workers of {envs_per_worker} game(s) for {args.memory_minutes:g} min, RSS "
-          f"sampled every {args.sample_interval:g} s, baseline after {args.memory_warmup:g} s", flush=True)
+    print(
+        f"{args.workers} training workers of {envs_per_worker} game(s) for {args.memory_minutes:g} min, RSS "
+        f"sampled every {args.sample_interval:g} s, baseline after {args.memory_warmup:g} s",
+        flush=True,
+    )
     processes, shared = start_processes("train", args.workers, args.num_steps, envs_per_worker)
     start = time.time()
     try:
@@ -303,8 +370,10 @@ def run_memory(args) -> None:
             check_alive(processes, "train")
             if time.time() >= next_report:
                 rss = ", ".join(f"{samples[-1][1] / 2**20:.1f}" for samples in sampler.samples)
-                print(f"  {time.time() - start:5.0f} s  {shared.total():>9,} steps  RSS per worker (MB): {rss}",
-                      flush=True)
+                print(
+                    f"  {time.time() - start:5.0f} s  {shared.total():>9,} steps  RSS per worker (MB): {rss}",
+                    flush=True,
+                )
                 next_report += 60
             time.sleep(min(args.sample_interval, max(total - (time.time() - start), 0)))
         sampler.sample()
@@ -325,8 +394,11 @@ def run_memory(args) -> None:
         print(f"{rank:>6} {base / 2**20:12.1f} {last / 2**20:8.1f} {peak / 2**20:8.1f} {growth:6.2f}% {len(after):8}")
     worst = max(growths)
     print(f"{steps:,} agent steps in {total / 60:g} min ({steps / total:.0f} steps/s)")
-    print(f"memory_growth_pct_max={worst:.2f} peak_rss_mb_max={max(peaks):.1f} "
-          f"flat={'yes' if worst < 5 else 'no'} (limit: growth under 5% after warm-up)", flush=True)
+    print(
+        f"memory_growth_pct_max={worst:.2f} peak_rss_mb_max={max(peaks):.1f} "
+        f"flat={'yes' if worst < 5 else 'no'} (limit: growth under 5% after warm-up)",
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:

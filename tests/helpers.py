@@ -43,8 +43,14 @@ class LiveRun:
     """main.py in its own session (so a signal can go to the whole group, as Ctrl-C does)."""
 
     def __init__(self, *argv):
-        self.proc = subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "main.py", *argv],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         LIVE_RUNS.append(self)
         self.lines, self.errors = [], []
         threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
@@ -90,10 +96,14 @@ def run_workers(args, num_workers: int, start_method: str = "fork", make_env=mak
     shared_model, optimizer = shared_model_and_optimizer(args, Catch())
     ctx = mp.get_context(start_method)
     shared = SharedCounts(ctx, num_workers)
-    links = [WorkerLink.of_run(shared, rank, None, make_env=make_env, max_steps=args.max_steps)
-             for rank in range(num_workers)]
-    workers = [ctx.Process(target=train, args=(rank, args, shared_model, optimizer), kwargs={"link": links[rank]})
-               for rank in range(num_workers)]
+    links = [
+        WorkerLink.of_run(shared, rank, None, make_env=make_env, max_steps=args.max_steps)
+        for rank in range(num_workers)
+    ]
+    workers = [
+        ctx.Process(target=train, args=(rank, args, shared_model, optimizer), kwargs={"link": links[rank]})
+        for rank in range(num_workers)
+    ]
     for p in workers:
         p.start()
     for p in workers:

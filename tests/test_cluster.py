@@ -143,20 +143,40 @@ def test_cluster_addresses_are_checked_before_ray_is_involved():
 
 
 def test_ray_is_imported_only_with_the_flag():
-    script = ("import sys, main; from a3c_extras import cli; "
-              "cli.read_command_line(main.Params(), ['--num-processes', '1']); print('ray' in sys.modules)")
+    script = (
+        "import sys, main; from a3c_extras import cli; "
+        "cli.read_command_line(main.Params(), ['--num-processes', '1']); print('ray' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 
 
 def no_worker_group(index, model, server, moved_during_round_trip=None):
     """A Group with no workers and no sync thread running, whose round trip goes straight to `server`."""
-    args = SimpleNamespace(num_processes=0, max_steps=0, no_shared=True, sync_interval=3600, max_restarts=0,
-                           restart_window=600, max_nonfinite=100)
+    args = SimpleNamespace(
+        num_processes=0,
+        max_steps=0,
+        no_shared=True,
+        sync_interval=3600,
+        max_restarts=0,
+        restart_window=600,
+        max_nonfinite=100,
+    )
     spaces = SimpleNamespace(observation_space=SimpleNamespace(shape=(1, 42, 42)), action_space=Discrete(3))
-    group = Group(index=index, name=f"machine {index}", params=args, spaces=spaces, model_state=model.state_dict(),
-                  optimizer_state=None, steps=100, server=None, model_class=ActorCritic, optimizer_class=None,
-                  train=train, first_rank=0)
+    group = Group(
+        index=index,
+        name=f"machine {index}",
+        params=args,
+        spaces=spaces,
+        model_state=model.state_dict(),
+        optimizer_state=None,
+        steps=100,
+        server=None,
+        model_class=ActorCritic,
+        optimizer_class=None,
+        train=train,
+        first_rank=0,
+    )
 
     def exchange(delta, steps):
         answer = server.sync(index, delta, steps)
@@ -328,8 +348,17 @@ def finishes_on_machine_0(run, tmp_path, workers) -> None:
 
 
 def test_a_killed_machine_is_dropped_when_its_restarts_are_spent(ray_cluster, tmp_path):
-    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "4000", "--max-restarts", "0",
-                  "--run-dir", str(tmp_path))
+    run = LiveRun(
+        "--ray-address",
+        ray_cluster.address,
+        *FAST,
+        "--max-steps",
+        "4000",
+        "--max-restarts",
+        "0",
+        "--run-dir",
+        str(tmp_path),
+    )
     group, workers = second_machines_group(run)
     group.kill()
     assert seconds_until_lost(run, time.time()) < 5  # Ray tells the driver at once

@@ -55,7 +55,7 @@ def test_no_import_cycle():
 
     def visit(module):
         if module in path:
-            pytest.fail("import cycle: " + " -> ".join(path[path.index(module):] + [module]))
+            pytest.fail("import cycle: " + " -> ".join(path[path.index(module) :] + [module]))
         if module in done:
             return
         path.append(module)
@@ -124,9 +124,15 @@ def test_the_course_main_body_trains_and_the_test_process_prints_its_line(tmp_pa
     and the children end when the main process is killed."""
     script = tmp_path / "course_main.py"
     script.write_text(COURSE_MAIN)
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     lines = []
     timer = threading.Timer(180, os.killpg, (proc.pid, signal.SIGKILL))  # a hang fails, never blocks
     timer.start()
@@ -141,8 +147,9 @@ def test_the_course_main_body_trains_and_the_test_process_prints_its_line(tmp_pa
         assert summary, lines
         children = [int(pid) for pid in re.findall(r"\d+", summary[0].split("children")[1])]
         deadline = time.time() + 10
-        while time.time() < deadline and any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
-                                             for pid in children):
+        while time.time() < deadline and any(
+            psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in children
+        ):
             time.sleep(0.2)
         left = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     finally:
@@ -152,8 +159,9 @@ def test_the_course_main_body_trains_and_the_test_process_prints_its_line(tmp_pa
         except ProcessLookupError:
             pass
     assert summary[0].startswith("changed True"), summary
-    assert any(re.fullmatch(r"Time \d\dh \d\dm \d\ds, episode reward [-\d.]+, episode length \d+", x)
-               for x in lines), lines
+    assert any(re.fullmatch(r"Time \d\dh \d\dm \d\ds, episode reward [-\d.]+, episode length \d+", x) for x in lines), (
+        lines
+    )
     assert left == [], f"children still running after the main process was killed: {left}"
     videos = sorted((tmp_path / "test").glob("episode-*.mp4"))
     assert videos and videos[0].name.startswith("episode-000000-"), list((tmp_path / "test").iterdir())

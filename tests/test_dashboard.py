@@ -16,9 +16,16 @@ from a3c_extras.dashboard import Dashboard
 from conftest import ROOT
 
 TAGS = {
-    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
-    "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/grad_norm",
-    "eval/episode_reward", "eval/episode_length",
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/SPS",
+    "charts/learning_rate",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/grad_norm",
+    "eval/episode_reward",
+    "eval/episode_length",
 }
 LOOPBACK = "127.0.0.1"
 
@@ -86,9 +93,24 @@ def test_tensorboard_serves_the_charts_of_every_run(tmp_path):
     port, log = free_port(), tmp_path / "tensorboard.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", LOOPBACK,
-             "--port", str(port), "--reload_interval", "1", "--load_fast", "false"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                str(tmp_path),
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(port),
+                "--reload_interval",
+                "1",
+                "--load_fast",
+                "false",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline, seen = time.monotonic() + 60, {}
@@ -119,10 +141,25 @@ def test_the_charts_are_on_unless_no_tensorboard():
 def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
     """main.py itself: after a short run every chart is there with increasing steps (one worker, so the
     games arrive in step order); after --resume the steps go on past the first sitting's."""
-    common = ["--num-processes", "1", "--eval-interval", "0", "--record-every", "0", "--status-interval", "1",
-              "--run-dir", str(tmp_path)]
-    first = subprocess.run([sys.executable, "main.py", *common, "--max-steps", "6000"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+    common = [
+        "--num-processes",
+        "1",
+        "--eval-interval",
+        "0",
+        "--record-every",
+        "0",
+        "--status-interval",
+        "1",
+        "--run-dir",
+        str(tmp_path),
+    ]
+    first = subprocess.run(
+        [sys.executable, "main.py", *common, "--max-steps", "6000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stderr
     charts = scalars(tmp_path)
     assert set(charts) == TAGS, set(charts) ^ TAGS
@@ -130,8 +167,13 @@ def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
         steps = [e.step for e in charts[tag]]
         assert steps == sorted(steps) and steps[-1] > 0, tag
     end_of_first = max(e.step for e in charts["charts/episodic_return"])
-    second = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "12000"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "12000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert second.returncode == 0, second.stderr
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
     resumed = [e.step for e in scalars(tmp_path)["charts/episodic_return"]]

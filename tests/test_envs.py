@@ -97,8 +97,13 @@ def test_unknown_id_names_the_closest():
 
 
 def test_unknown_id_on_the_command_line_exits_2_with_one_line():
-    out = subprocess.run([sys.executable, "main.py", "--env-name", "BreakoutDetermnistic-v4"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "main.py", "--env-name", "BreakoutDetermnistic-v4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = own_lines(out.stderr)
     assert len(lines) == 1, out.stderr

@@ -21,8 +21,10 @@ def test_interval_of_a_hand_computed_sample():
     assert low == pytest.approx(1.0370, abs=1e-3) and high == pytest.approx(4.9630, abs=1e-3)
 
 
-@pytest.mark.parametrize("df, exact", [(1, 12.7062), (9, 2.2622), (30, 2.0423), (31, 2.0395), (49, 2.0096),
-                                       (60, 2.0003), (120, 1.9799), (1000, 1.9623)])
+@pytest.mark.parametrize(
+    "df, exact",
+    [(1, 12.7062), (9, 2.2622), (30, 2.0423), (31, 2.0395), (49, 2.0096), (60, 2.0003), (120, 1.9799), (1000, 1.9623)],
+)
 def test_t_quantile_against_published_values(df, exact):
     assert t_quantile_975(df) == pytest.approx(exact, abs=2e-3)
 

@@ -45,8 +45,9 @@ def test_random_frames_give_the_course_values_bit_for_bit():
 
 def test_grey_table_holds_the_course_value_of_every_channel_sum():
     # One pixel per sum R + G + B = 0..765.
-    pixels = np.array([[min(s, 255), min(max(s - 255, 0), 255), max(s - 510, 0)] for s in range(766)],
-                      dtype=np.uint8)[:, np.newaxis, :]
+    pixels = np.array([[min(s, 255), min(max(s - 255, 0), 255), max(s - 510, 0)] for s in range(766)], dtype=np.uint8)[
+        :, np.newaxis, :
+    ]
     expected = pixels.mean(2).astype(np.float32)
     expected *= 1.0 / 255.0
     np.testing.assert_array_equal(fast_frames.GREY[pixels.sum(2, dtype=np.uint16)], expected)

@@ -26,8 +26,9 @@ def assert_same_gradients(fast, classic):
     for update, (grads_f, grads_c) in enumerate(zip(fast, classic)):
         assert grads_f.keys() == grads_c.keys()
         for name in grads_c:
-            torch.testing.assert_close(grads_f[name], grads_c[name], **TOLERANCE,
-                                       msg=f"update {update + 1}: gradient of {name}")
+            torch.testing.assert_close(
+                grads_f[name], grads_c[name], **TOLERANCE, msg=f"update {update + 1}: gradient of {name}"
+            )
 
 
 CASES = {
@@ -69,8 +70,7 @@ def test_a_batch_of_games_hands_over_the_mean_of_their_course_gradients(monkeypa
         per_game.append(run_train(args, "classic", game, updates=3))
         monkeypatch.undo()
         assert game.actions == played.actions
-    mean = [{name: sum(grads[u][name] for grads in per_game) / len(cases) for name in per_game[0][u]}
-            for u in range(3)]
+    mean = [{name: sum(grads[u][name] for grads in per_game) / len(cases) for name in per_game[0][u]} for u in range(3)]
     assert_same_gradients(batched, mean)
 
 

@@ -42,8 +42,9 @@ def test_a_run_survives_children_killed_every_few_seconds(tmp_path):
     between evaluations): the run replaces each, names each kill, reaches the budget and exits 0; its checkpoint
     loads and resumes; no process of it is left."""
     budget = 6000
-    run = LiveRun(*FAST, "--max-steps", str(budget), "--max-restarts", "20", "--save-interval", "3",
-                  "--run-dir", str(tmp_path))
+    run = LiveRun(
+        *FAST, "--max-steps", str(budget), "--max-restarts", "20", "--save-interval", "3", "--run-dir", str(tmp_path)
+    )
     run.wait_for(r"^Time ")  # the test process has played an episode and sleeps until the next
     rng, seen, kills = random.Random(0), set(), []
     start = time.time()
@@ -60,7 +61,7 @@ def test_a_run_survives_children_killed_every_few_seconds(tmp_path):
             victim = rng.choice(workers) if workers else None
         if victim is not None and len(kills) < 8:
             victim.kill()
-            kills.append(victim.name()[len("a3c "):])
+            kills.append(victim.name()[len("a3c ") :])
         time.sleep(2.5)
     assert run.wait(timeout=30) == 0, run.errors
     took = time.time() - start
@@ -75,8 +76,13 @@ def test_a_run_survives_children_killed_every_few_seconds(tmp_path):
     assert (tmp_path / "events.csv").read_text().count(",restart,") == len(kills)
     print(f"fault run: {len(kills)} kills ({', '.join(kills)}), {saved['counter']:,} steps in {took:.0f} s")
 
-    resumed = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", str(budget + 500)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", str(budget + 500)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(tmp_path)["counter"] >= budget + 500
 
@@ -92,8 +98,21 @@ def broken_train(rank, params, shared_model, optimizer, link):
 
 def catch_run(tmp_path, *argv):
     """A run on Catch in this process, as main.py makes it (fork), before its children are started."""
-    args = params_from(["--num-processes", "2", "--eval-interval", "1", "--record-every", "0",
-                            "--status-interval", "1", "--run-dir", str(tmp_path), *argv])
+    args = params_from(
+        [
+            "--num-processes",
+            "2",
+            "--eval-interval",
+            "1",
+            "--record-every",
+            "0",
+            "--status-interval",
+            "1",
+            "--run-dir",
+            str(tmp_path),
+            *argv,
+        ]
+    )
     torch.manual_seed(args.seed)
     shared_model, optimizer = shared_model_and_optimizer(args, Catch())
     return args, shared_model, optimizer, supervision.Run(args, shared_model, optimizer, make_env=make_catch)
@@ -118,8 +137,11 @@ def test_a_worker_that_fails_at_every_start_ends_the_run_after_its_restarts(tmp_
     err = capfd.readouterr().err
     why = r"RuntimeError: this worker fails at every start \(test_faults.py:\d+\)"
     assert len(re.findall(rf"main.py: worker 1 died: {why}; restarted", err)) == 2, err
-    assert re.search(rf"main.py: worker 1 died: {why} \(died 3 times within 60 s\); other processes stopped, "
-                     "checkpoint saved in", err), err
+    assert re.search(
+        rf"main.py: worker 1 died: {why} \(died 3 times within 60 s\); other processes stopped, "
+        "checkpoint saved in",
+        err,
+    ), err
     assert "Traceback" not in err
     load_checkpoint(tmp_path)
     assert (tmp_path / "events.csv").read_text().count(",restart,worker 1,RuntimeError") == 2
@@ -173,9 +195,11 @@ def test_a_checkpoint_that_cannot_be_written_costs_nothing(tmp_path, capfd, monk
     assert len(on_disk) == 2 and on_disk[0] is not None and on_disk[0] == on_disk[1]  # the first one, intact
     lines = re.findall(r"main.py: checkpoint not written: .*", err)
     assert len(lines) == 2, err
-    assert re.fullmatch(rf"main.py: checkpoint not written: No space left on device; the last good one, of step "
-                        rf"{on_disk[0]:,} \(\d\d:\d\d:\d\d\), is {tmp_path}/checkpoint.pt; trying again in 1 s",
-                        lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"main.py: checkpoint not written: No space left on device; the last good one, of step "
+        rf"{on_disk[0]:,} \(\d\d:\d\d:\d\d\), is {tmp_path}/checkpoint.pt; trying again in 1 s",
+        lines[0],
+    ), lines[0]
     final = load_checkpoint(tmp_path)
     assert final["counter"] > on_disk[0]  # written again once the disk had room
     assert not (tmp_path / "checkpoint.pt.tmp").exists()
@@ -187,6 +211,9 @@ def test_a_final_checkpoint_that_cannot_be_written_ends_with_status_1(tmp_path, 
     on_disk, calls = failing_writes(monkeypatch, set(range(2, 100)), tmp_path / "checkpoint.pt")
     assert run.supervise(start(run, args, shared_model, optimizer)) == 1
     err = capfd.readouterr().err
-    assert re.search(rf"main.py: error: time budget of 3 s reached, but the final checkpoint could not be written; "
-                     rf"the last good one, of step {on_disk[0]:,} .*, is {tmp_path}/checkpoint.pt", err), err
+    assert re.search(
+        rf"main.py: error: time budget of 3 s reached, but the final checkpoint could not be written; "
+        rf"the last good one, of step {on_disk[0]:,} .*, is {tmp_path}/checkpoint.pt",
+        err,
+    ), err
     assert load_checkpoint(tmp_path)["counter"] == on_disk[0]

@@ -34,8 +34,13 @@ def test_breakout_trains_and_prints_test_lines(tmp_path):
 
 
 def test_step_budget_ends_the_run_and_leaves_its_record(tmp_path):
-    out = subprocess.run([sys.executable, "main.py", *FAST, "--max-steps", "600", "--run-dir", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, "main.py", *FAST, "--max-steps", "600", "--run-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr
     assert "step budget of 600 reached" in out.stdout
     config = json.loads((tmp_path / "config.json").read_text())
@@ -53,16 +58,26 @@ def test_step_budget_ends_the_run_and_leaves_its_record(tmp_path):
 
 def test_time_budget_ends_the_run(tmp_path):
     start = time.time()
-    out = subprocess.run([sys.executable, "main.py", *FAST, "--max-time", "4", "--run-dir", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "main.py", *FAST, "--max-time", "4", "--run-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "time budget of 4 s reached" in out.stdout
     assert time.time() - start < 60
 
 
 def test_resume_restores_weights_optimizer_and_counter(tmp_path):
-    first = subprocess.run([sys.executable, "main.py", *FAST, "--max-steps", "400", "--run-dir", str(tmp_path)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=180)
+    first = subprocess.run(
+        [sys.executable, "main.py", *FAST, "--max-steps", "400", "--run-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert first.returncode == 0, first.stderr
     saved = load_checkpoint(tmp_path)
     rows_before = (tmp_path / "progress.csv").read_text().splitlines()
@@ -84,8 +99,13 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
     run.record.close()
     assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)] == handlers  # the loop takes them
 
-    second = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "2000"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    second = subprocess.run(
+        [sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "2000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert second.returncode == 0, second.stderr
     assert "resumed at step" in second.stdout
     resumed = load_checkpoint(tmp_path)
@@ -163,8 +183,13 @@ def _bad_checkpoints(tmp_path):
     torch.save(ActorCritic(1, Discrete(4)).state_dict(), foreign)  # a bare state_dict, not a checkpoint
     pong = tmp_path / "pong.pt"
     save_checkpoint(pong, _checkpoint_payload(num_actions=6))
-    return {"missing": tmp_path / "missing.pt", "corrupt": corrupt, "truncated": truncated,
-            "foreign": foreign, "wrong game": pong}
+    return {
+        "missing": tmp_path / "missing.pt",
+        "corrupt": corrupt,
+        "truncated": truncated,
+        "foreign": foreign,
+        "wrong game": pong,
+    }
 
 
 def test_bad_checkpoints_raise_a_clear_error(tmp_path):
@@ -177,28 +202,57 @@ def test_bad_checkpoints_raise_a_clear_error(tmp_path):
 @pytest.mark.parametrize("kind", ["corrupt", "truncated", "foreign", "wrong game"])
 def test_resume_from_a_bad_checkpoint_exits_2_with_one_line(tmp_path, kind):
     path = _bad_checkpoints(tmp_path)[kind]
-    out = subprocess.run([sys.executable, "main.py", "--resume", str(path), "--env-name", "BreakoutDeterministic-v4",
-                          "--run-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "--resume",
+            str(path),
+            "--env-name",
+            "BreakoutDeterministic-v4",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = own_lines(out.stderr)
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
     assert str(path) in lines[0]
 
 
-@pytest.mark.parametrize("flag, value", [("--num-processes", "0"), ("--lr", "-1"), ("--num-steps", "0"),
-                                         ("--gamma", "x"), ("--max-steps", "-5"), ("--save-interval", "0"),
-                                         ("--envs-per-worker", "0")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--num-processes", "0"),
+        ("--lr", "-1"),
+        ("--num-steps", "0"),
+        ("--gamma", "x"),
+        ("--max-steps", "-5"),
+        ("--save-interval", "0"),
+        ("--envs-per-worker", "0"),
+    ],
+)
 def test_bad_values_are_refused_in_one_line(flag, value):
-    out = subprocess.run([sys.executable, "main.py", flag, value], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "main.py", flag, value], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2
     lines = own_lines(out.stderr)
     assert len(lines) == 1 and flag in lines[0], out.stderr
 
 
 def test_several_games_per_worker_need_the_fast_rollout():
-    out = subprocess.run([sys.executable, "main.py", "--envs-per-worker", "2", "--rollout", "classic"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "main.py", "--envs-per-worker", "2", "--rollout", "classic"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = own_lines(out.stderr)
     assert len(lines) == 1 and "--envs-per-worker 2 needs --rollout fast" in lines[0], out.stderr

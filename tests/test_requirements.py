@@ -12,8 +12,10 @@ from conftest import ROOT
 from helpers import own_lines
 
 # main.py as a user without Ray runs it: sys.modules["ray"] = None makes `import ray` fail and find_spec say None.
-WITHOUT_RAY = ("import runpy, sys; sys.modules['ray'] = None; sys.argv[0] = 'main.py'; "
-               "runpy.run_path('main.py', run_name='__main__')")
+WITHOUT_RAY = (
+    "import runpy, sys; sys.modules['ray'] = None; sys.argv[0] = 'main.py'; "
+    "runpy.run_path('main.py', run_name='__main__')"
+)
 
 
 def requirements(name: str) -> list[str]:
@@ -41,8 +43,9 @@ def test_a_missing_ray_is_found_without_importing_it(monkeypatch):
 @pytest.mark.parametrize("address", ["local", "127.0.0.1:6379"])
 def test_ray_address_without_ray_says_what_to_install_in_one_line(address):
     argv = ["--ray-address", address, "--num-processes", "1"]
-    out = subprocess.run([sys.executable, "-c", WITHOUT_RAY, *argv], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_RAY, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     lines = own_lines(out.stderr)
     assert out.returncode == 2, out.stderr
     assert len(lines) == 1 and "pip install -r requirements-cluster.txt" in lines[0], out.stderr

@@ -14,8 +14,9 @@ def test_evaluation_never_changes_the_shared_weights(args):
     shared_model = ActorCritic(1, Discrete(4))
     before = {k: v.clone() for k, v in shared_model.state_dict().items()}
     link = WorkerLink("test")
-    thread = threading.Thread(target=test_process.test, args=(args.num_processes, args, shared_model),
-                              kwargs={"link": link})
+    thread = threading.Thread(
+        target=test_process.test, args=(args.num_processes, args, shared_model), kwargs={"link": link}
+    )
     thread.start()
     deadline = time.time() + 240
     while len(link.events) < 2 and thread.is_alive() and time.time() < deadline:

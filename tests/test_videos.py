@@ -33,6 +33,7 @@ CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1")  # the machine's cores are sha
 
 # ---------------------------------------------------------------- helpers
 
+
 def decode(path):
     """(codec, pixel format, width, height, frame rate, frames as RGB arrays) of an MP4, read with PyAV."""
     with av.open(str(path)) as container:
@@ -96,6 +97,7 @@ def run_briefly(function, seconds: float = 20.0):
 
 
 # ---------------------------------------------------------------- the recorder
+
 
 def test_synthetic_frames_become_a_browser_friendly_h264_mp4(tmp_path):
     recorder = video.EpisodeRecorder(tmp_path / "episode.mp4", fps=15, action_names=NAMES)
@@ -187,8 +189,9 @@ def test_add_frame_waits_for_a_slow_encoder_instead_of_piling_up_frames(tmp_path
 
     monkeypatch.setattr(video.EpisodeRecorder, "_compose", slow_compose)
     recorder = video.EpisodeRecorder(tmp_path / "slow.mp4", fps=15, queue_size=4)
-    producer = threading.Thread(target=lambda: [recorder.add_frame(synthetic_screen(i)) for i in range(60)],
-                                daemon=True)
+    producer = threading.Thread(
+        target=lambda: [recorder.add_frame(synthetic_screen(i)) for i in range(60)], daemon=True
+    )
     producer.start()
     time.sleep(0.5)
     assert producer.is_alive()
@@ -259,9 +262,11 @@ def test_overlay_layout(tmp_path):
 
 # ---------------------------------------------------------------- the commands that record
 
+
 def run_command(*args, timeout: float = 120):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def episode_rewards(stdout: str) -> list[float]:
@@ -277,8 +282,18 @@ def evaluations(tmp_path_factory):
     before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     runs = {}
     for name, extra in (("plain", []), ("overlay", ["--overlay"])):
-        command = ["test.py", "--checkpoint", str(checkpoint), "--episodes", "2", "--record", str(folder / name),
-                   "--seed", "3", *extra]
+        command = [
+            "test.py",
+            "--checkpoint",
+            str(checkpoint),
+            "--episodes",
+            "2",
+            "--record",
+            str(folder / name),
+            "--seed",
+            "3",
+            *extra,
+        ]
         runs[name] = (run_command(*command), folder / name)
     return runs, hashlib.sha256(checkpoint.read_bytes()).hexdigest() == before
 
@@ -322,8 +337,21 @@ def test_evaluation_of_a_missing_checkpoint_is_one_line_and_status_2(tmp_path):
 
 def test_training_run_records_evaluation_videos_named_by_steps_and_reward(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_command("main.py", "--num-processes", "1", "--max-steps", "400", "--record-every", "1",
-                         "--eval-interval", "0", "--run-dir", str(run_dir), "--save-interval", "1000")
+    result = run_command(
+        "main.py",
+        "--num-processes",
+        "1",
+        "--max-steps",
+        "400",
+        "--record-every",
+        "1",
+        "--eval-interval",
+        "0",
+        "--run-dir",
+        str(run_dir),
+        "--save-interval",
+        "1000",
+    )
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in (run_dir / "videos").iterdir())
     finished = [n for n in names if re.fullmatch(r"eval-\d{4}-steps\d+-reward-?\d+(\.\d+)?\.mp4", n)]
@@ -340,8 +368,18 @@ def test_same_seed_same_scores_when_sampling_with_noops(evaluations):
     checkpoint = evaluations[0]["plain"][1].parent / "fresh.pt"
 
     def lengths_and_rewards(seed):
-        result = run_command("test.py", "--checkpoint", str(checkpoint), "--episodes", "3", "--sample",
-                             "--noop-max", "30", "--seed", str(seed))
+        result = run_command(
+            "test.py",
+            "--checkpoint",
+            str(checkpoint),
+            "--episodes",
+            "3",
+            "--sample",
+            "--noop-max",
+            "30",
+            "--seed",
+            str(seed),
+        )
         assert result.returncode == 0, result.stderr
         return re.findall(r"episode reward (\S+), episode length (\d+)", result.stdout)
 

@@ -38,11 +38,23 @@ def point(text: str) -> tuple[float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=labelled_run, action="append", required=True, metavar="LABEL=RUN_DIR")
-    parser.add_argument("--reference", type=point, nargs="*", default=[], metavar="STEPS:SCORE",
-                        help="published points to draw beside the runs")
+    parser.add_argument(
+        "--reference",
+        type=point,
+        nargs="*",
+        default=[],
+        metavar="STEPS:SCORE",
+        help="published points to draw beside the runs",
+    )
     parser.add_argument("--reference-label", default="reference implementation (published)")
-    parser.add_argument("--at", type=float, nargs="*", default=[], metavar="STEPS",
-                        help="print each run's mean training return at these agent steps")
+    parser.add_argument(
+        "--at",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="STEPS",
+        help="print each run's mean training return at these agent steps",
+    )
     parser.add_argument("--title", default="A3C on Breakout")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = one_line_errors(parser).parse_args(argv)

@@ -48,17 +48,34 @@ def main():
 
     data = load_checkpoint(args.checkpoint)
     args.pretrained.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(args.pretrained, {key: data.get(key) for key in ("model", "counter", "elapsed", "best_reward",
-                                                                      "args")} | {"optimizer": None})
+    save_checkpoint(
+        args.pretrained,
+        {key: data.get(key) for key in ("model", "counter", "elapsed", "best_reward", "args")} | {"optimizer": None},
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run_dir / "progress.csv", args.out / "progress.csv")
-    plot_learning_curve(args.out / "progress.csv", args.out / "learning_curve.png",
-                        f"A3C on {data['args']['env_name']}; the shipped agent: {data['counter']:,} agent steps")
+    plot_learning_curve(
+        args.out / "progress.csv",
+        args.out / "learning_curve.png",
+        f"A3C on {data['args']['env_name']}; the shipped agent: {data['counter']:,} agent steps",
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
-        evaluate(argparse.Namespace(checkpoint=str(args.pretrained), env_name=None, episodes=1, record=tmp,
-                                    overlay=True, sample=False, noop_max=0, seed=args.seed, max_episode_length=None),
-                 ActorCritic, create_atari_env)
+        evaluate(
+            argparse.Namespace(
+                checkpoint=str(args.pretrained),
+                env_name=None,
+                episodes=1,
+                record=tmp,
+                overlay=True,
+                sample=False,
+                noop_max=0,
+                seed=args.seed,
+                max_episode_length=None,
+            ),
+            ActorCritic,
+            create_atari_env,
+        )
         episode = Path(tmp) / "episode-000.mp4"
         with av.open(str(episode)) as container:
             fps = float(container.streams.video[0].average_rate)  # the game's speed
@@ -67,8 +84,14 @@ def main():
             recorder.add_frame(frame)
         recorder.close()
         gif = [Image.fromarray(f) for f in decoded_frames(episode, int(args.gif_seconds * fps))]
-        gif[0].save(args.out / "clip.gif", save_all=True, append_images=gif[1:], duration=round(1000 / fps), loop=0,
-                    optimize=True)
+        gif[0].save(
+            args.out / "clip.gif",
+            save_all=True,
+            append_images=gif[1:],
+            duration=round(1000 / fps),
+            loop=0,
+            optimize=True,
+        )
     print(f"wrote {args.pretrained}, {args.out}/progress.csv, learning_curve.png, clip.mp4, clip.gif")
 
 
