@@ -4,6 +4,7 @@ file descriptors of the main process at the start and at the end (a leak of eith
 
     python benchmarks/soak.py                                   # 30 min, 2 workers x 16 games, a kill every 2 min
     python benchmarks/soak.py --minutes 3 --kill-every 60       # a short check
+    python benchmarks/soak.py --resume training/breakout        # soak a real run: its next sitting
 
 The run's own directory is a temporary one unless --run-dir is given. It needs the machine's cores to itself.
 """
@@ -33,6 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--envs-per-worker", type=int, default=16, help="(default: 16)")
     p.add_argument("--env-name", default=None, help="main.py's default unless given")
     p.add_argument("--run-dir", default=None, help="where the run keeps its record (default: a temporary directory)")
+    p.add_argument("--resume", default=None, metavar="RUN", help="soak a real run: continue this run directory")
     return p.parse_args(argv)
 
 
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     seconds = args.minutes * 60
     window = min(60.0, args.kill_every / 2)  # steps/s is measured over this long before and after each kill
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix="soak-")
+    run_dir = args.run_dir or args.resume or tempfile.mkdtemp(prefix="soak-")
     argv = [
         "--num-processes",
         str(args.workers),
@@ -107,6 +109,8 @@ def main(argv=None) -> int:
     ]
     if args.env_name:
         argv += ["--env-name", args.env_name]
+    if args.resume:
+        argv += ["--resume", args.resume]
     print(
         f"soak: {args.minutes:g} min of {args.workers} workers x {args.envs_per_worker} games, a worker killed "
         f"every {args.kill_every:g} s; run directory {run_dir}",
