@@ -101,6 +101,23 @@ def cpu_split(before: dict, after: dict, seconds: float) -> tuple[float, float]:
     return used[True] / seconds, used[False] / seconds
 
 
+def start_machines(ray, training):
+    """The run's groups on the cluster's machines, from a fresh shared model, as main.py's cluster path starts them."""
+    env = create_atari_env(training.env_name)
+    shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
+    return cluster.Machines(
+        ray,
+        training,
+        cluster.spaces_of(env),
+        shared_model,
+        optimizer,
+        0,
+        model_class=ActorCritic,
+        optimizer_class=SharedAdam,
+        train=train,
+    )
+
+
 def run_layout(nodes: int, args) -> dict:
     """Train on `nodes` simulated nodes; return steps/s over the measurement and the syncs' round trips."""
     per_node = args.workers // nodes
@@ -112,19 +129,7 @@ def run_layout(nodes: int, args) -> dict:
             Params(), ["--num-processes", str(per_node), "--sync-interval", str(args.sync_interval)]
         )
         torch.manual_seed(training.seed)
-        env = create_atari_env(training.env_name)
-        shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
-        machines = cluster.Machines(
-            ray,
-            training,
-            cluster.spaces_of(env),
-            shared_model,
-            optimizer,
-            0,
-            model_class=ActorCritic,
-            optimizer_class=SharedAdam,
-            train=train,
-        )
+        machines = start_machines(ray, training)
         round_trips = []
 
         def poll_for(seconds: float) -> None:
@@ -170,19 +175,7 @@ def quiet_syncs(args) -> tuple[list[float], list[float]]:
     try:
         training = read_command_line(Params(), ["--sync-interval", "3600"])  # no sync but those timed here
         training.num_processes = 0  # groups without workers: only the syncs run
-        env = create_atari_env(training.env_name)
-        shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
-        machines = cluster.Machines(
-            ray,
-            training,
-            cluster.spaces_of(env),
-            shared_model,
-            optimizer,
-            0,
-            model_class=ActorCritic,
-            optimizer_class=SharedAdam,
-            train=train,
-        )
+        machines = start_machines(ray, training)
         second = machines.groups[1]
         time.sleep(5)  # Ray starts some Python workers of its own after a node starts: let them settle
         ray.get([second.sync.remote() for _ in range(10)])  # warm-up
