@@ -42,11 +42,18 @@ def main():
     parser.add_argument("--out", default=ROOT / "docs" / "breakout", type=Path)
     parser.add_argument("--pretrained", default=ROOT / "pretrained" / "breakout.pt", type=Path)
     parser.add_argument("--seed", type=int, default=1, help="seed of the recorded episode")
+    parser.add_argument(
+        "--env-name",
+        default=None,
+        help="the game the shipped file names, which test.py plays by default (default: the run's)",
+    )
     parser.add_argument("--clip-seconds", type=float, default=40)
     parser.add_argument("--gif-seconds", type=float, default=12)
     args = parser.parse_args()
 
     data = load_checkpoint(args.checkpoint)
+    if args.env_name:  # trained with sticky actions, say, and evaluated by default on the papers' game
+        data["args"] = {**data["args"], "env_name": args.env_name}
     args.pretrained.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         args.pretrained,
