@@ -39,13 +39,14 @@ MAX_FRAMES = 108_000  # an episode ends after 30 minutes of play (27,000 agent s
 def make(env_id: str, video: bool = False, link=None) -> gym.Env:
     """The course's gym.make(env_id) on today's stack: legacy ids mapped, a screen to record when `video`
     (or link.render), episodes capped at MAX_FRAMES emulator frames, and the opt-in departures of the
-    run (link.params.life_loss, link.params.fire_reset). `link` is a run's WorkerLink or anything with
+    run (link.params.life_loss, link.params.fire_reset): a lost life ends training episodes only, the
+    test process (link.name "test") plays whole games. `link` is a run's WorkerLink or anything with
     those attributes; None means the course's game as it is."""
     params = getattr(link, "params", None)
     registered_id, kwargs = resolve_env_id(env_id)
     render_mode = "rgb_array" if video or getattr(link, "render", False) else None
     env = gym.make(registered_id, render_mode=render_mode, max_num_frames_per_episode=MAX_FRAMES, **kwargs)
-    if getattr(params, "life_loss", False):
+    if getattr(params, "life_loss", False) and getattr(link, "name", None) != "test":  # training games only
         env = EpisodicLife(env)
     if getattr(params, "fire_reset", False):
         env = FireReset(env)

@@ -76,3 +76,19 @@ def test_best_pt_is_the_best_mean_of_recent_evaluations_not_one_lucky_episode(tm
 
 def test_no_best_pt_before_the_window_is_full(tmp_path):
     assert _evaluations(tmp_path, [300, 310, 320, 330], window=5) is None
+
+
+def test_the_test_process_plays_whole_games_when_training_ends_episodes_at_a_lost_life():
+    """--life-loss is a training departure: the test process's episode is the whole game (five lives)."""
+    from a3c_extras.supervision import connect
+
+    params = SimpleNamespace(env_name="BreakoutDeterministic-v4", life_loss=True, fire_reset=True)
+    for name, lives_per_episode in (("worker 0", 1), ("test", 5)):
+        _, link = connect(params, WorkerLink(name))
+        env = create_atari_env(params.env_name, link=link)
+        env.reset(seed=0)
+        lives_at_start, done = env.unwrapped.ale.lives(), False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(0)  # NOOP: FIRE serves after each lost life
+            done = terminated or truncated
+        assert lives_at_start - env.unwrapped.ale.lives() == lives_per_episode, name
