@@ -368,7 +368,8 @@ def test_a_killed_machine_is_dropped_when_its_restarts_are_spent(ray_cluster, tm
 def test_a_killed_machine_is_restarted_and_rejoins(ray_cluster, tmp_path):
     """Ray starts a killed group again; it rejoins with the global weights and its steps as the server counted them,
     and trains on to the budget beside machine 0."""
-    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "4000", "--run-dir", str(tmp_path))
+    # A budget machine 0 cannot reach alone before the killed group is back (4,000 was, once, in CI)
+    run = LiveRun("--ray-address", ray_cluster.address, *FAST, "--max-steps", "40000", "--run-dir", str(tmp_path))
     group, workers = second_machines_group(run)
     group.kill()
     deadline = time.time() + 90
@@ -380,7 +381,7 @@ def test_a_killed_machine_is_restarted_and_rejoins(ray_cluster, tmp_path):
     assert any(re.match(died, line) for line in run.errors), run.errors
     assert not any("lost" in line for line in run.errors), run.errors
     assert run.wait(timeout=120) == 0, run.errors
-    assert load_checkpoint(tmp_path)["counter"] >= 4000
+    assert load_checkpoint(tmp_path)["counter"] >= 40000
     assert ",restart,machine 1 (127.0.0.1)," in (tmp_path / "events.csv").read_text()
     assert not wait_until_gone(lambda: workers) and not wait_until_gone(our_actors)
 
