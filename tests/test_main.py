@@ -120,7 +120,7 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly(tmp_path, sig):
     run = LiveRun(*FAST, "--best-window", "1", "--run-dir", str(tmp_path))  # best.pt from the first evaluation
-    run.wait_for(r"^Time ")
+    run.wait_for(r"^Time .*, num steps [1-9]")  # an evaluation printed after the workers counted steps
     children = run.children()
     assert len(children) >= 3
     sent = time.time()
