@@ -300,7 +300,6 @@ def test_breakout_through_the_cluster_counts_checkpoints_and_resumes(ray_cluster
     assert not offside, offside
     assert run.wait(timeout=120) == 0, run.errors
     assert any("Machines: machine 0 (127.0.0.1), machine 1 (127.0.0.1)" in line for line in run.lines), run.lines
-    assert any(re.search(r"machine 1 \(127.0.0.1\) [\d,]+ steps/s", line) for line in run.lines), run.lines
     saved = load_checkpoint(tmp_path, num_actions=4)
     assert 2000 <= saved["counter"] < 2000 + 3000, saved["counter"]
     assert saved["optimizer"]["state"][0]["step"].item() > 0  # a group's SharedAdam statistics
