@@ -1,9 +1,11 @@
 """The run's record (a3c_extras/run_record.py): the training curve drawn in learning_curve.png and by
 tools/compare_runs.py."""
 
+import gc
+
 import numpy as np
 
-from a3c_extras.run_record import ProgressLog, read_progress, training_curve
+from a3c_extras.run_record import ProgressLog, plot_learning_curve, read_progress, training_curve
 
 # Five training games as progress.csv has them: rows in the order they were written (so their times increase),
 # the steps slightly out of order since each worker writes its own games.
@@ -36,3 +38,25 @@ def test_training_curve_from_progress_csv(tmp_path):
     np.testing.assert_array_equal(steps, [30, 40, 50])
     np.testing.assert_allclose(curve, [2.0, 3.0, 4.0])
     np.testing.assert_allclose(hours, [0.03, 0.04, 0.05])
+
+
+def test_drawing_the_curve_leaves_no_figure_behind(tmp_path):
+    """The main process redraws learning_curve.png at every save for hours; a figure left to the cyclic
+    collector (which seldom runs there) kept its memory, and RSS grew at each save. Collection is switched
+    off here so that only the drawing's own clean-up can free the figure."""
+    from matplotlib.figure import Figure
+
+    log = ProgressLog(tmp_path / "progress.csv")
+    for s, r, t in zip(STEPS, RETURNS, SECONDS):
+        log.write("train", t, int(s), 0, float(r), 100)
+    log.write("eval", 200.0, 60, None, 9.0, 300)
+    log.close()
+    gc.collect()
+    gc.disable()
+    try:
+        plot_learning_curve(tmp_path / "progress.csv", tmp_path / "learning_curve.png", "test", window=3)
+        alive = [o for o in gc.get_objects() if isinstance(o, Figure)]
+    finally:
+        gc.enable()
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert alive == []
