@@ -193,7 +193,7 @@ def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int 
     and hours of training (right; over all sittings, the pauses between them left out)."""
     draw_learning_curve(csv_path, png_path, title, window)
     # A figure is a web of reference cycles, freed only by the cyclic collector, which the main process (few
-    # allocations between saves) seldom runs: without this, each redraw of a long run's curve kept ~7 MB.
+    # allocations between saves) seldom runs: without this, each redraw of a long run's curve kept ~6 MB.
     # The figure goes in the second pass (the first frees what still pointed to it), hence the loop.
     for _ in range(3):
         if gc.collect() == 0:

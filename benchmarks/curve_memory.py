@@ -36,7 +36,8 @@ def main(argv=None) -> int:
             else:
                 plot_learning_curve(args.progress, png, "curve_memory")
             rss.append(process.memory_info().rss / 2**20)
-    rows = sum(1 for _ in open(args.progress)) - 1
+    with open(args.progress) as f:
+        rows = sum(1 for _ in f) - 1
     growth = (rss[-1] - rss[2]) / (len(rss) - 3) if len(rss) > 3 else float("nan")
     print(f"progress.csv: {rows:,} rows; {'without' if args.no_collect else 'with'} the clean-up after each redraw")
     print("RSS (MB) before and after each redraw: " + " ".join(f"{r:.1f}" for r in rss))

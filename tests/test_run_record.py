@@ -14,6 +14,15 @@ RETURNS = np.array([1.0, 3.0, 2.0, 4.0, 5.0])
 SECONDS = np.array([36.0, 72.0, 108.0, 144.0, 180.0])
 
 
+def write_progress(path):
+    """progress.csv of one evaluation episode and the five training games."""
+    log = ProgressLog(path)
+    log.write("eval", 50.0, 25, None, 9.0, 300)
+    for s, r, t in zip(STEPS, RETURNS, SECONDS):
+        log.write("train", t, int(s), 0, float(r), 100)
+    log.close()
+
+
 def test_training_curve_averages_the_last_games_by_step_against_hours():
     steps, hours, curve = training_curve(STEPS, RETURNS, SECONDS, window=3)
     np.testing.assert_array_equal(steps, [30, 40, 50])
@@ -29,11 +38,7 @@ def test_training_curve_of_fewer_games_than_the_window_is_one_point():
 
 
 def test_training_curve_from_progress_csv(tmp_path):
-    log = ProgressLog(tmp_path / "progress.csv")
-    log.write("eval", 50.0, 25, None, 9.0, 300)
-    for s, r, t in zip(STEPS, RETURNS, SECONDS):
-        log.write("train", t, int(s), 0, float(r), 100)
-    log.close()
+    write_progress(tmp_path / "progress.csv")
     steps, hours, curve = training_curve(*read_progress(tmp_path / "progress.csv")["train"], window=3)
     np.testing.assert_array_equal(steps, [30, 40, 50])
     np.testing.assert_allclose(curve, [2.0, 3.0, 4.0])
@@ -46,11 +51,7 @@ def test_drawing_the_curve_leaves_no_figure_behind(tmp_path):
     off here so that only the drawing's own clean-up can free the figure."""
     from matplotlib.figure import Figure
 
-    log = ProgressLog(tmp_path / "progress.csv")
-    for s, r, t in zip(STEPS, RETURNS, SECONDS):
-        log.write("train", t, int(s), 0, float(r), 100)
-    log.write("eval", 200.0, 60, None, 9.0, 300)
-    log.close()
+    write_progress(tmp_path / "progress.csv")
     gc.collect()
     gc.disable()
     try:
