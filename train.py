@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from envs import create_atari_env
 from model import ActorCritic
 import torch.optim as optim  #+ --no-shared: a plain Adam per worker
-from a3c_extras import fast_worker, supervision  #+ what the course did not have (a3c_extras/)
+from a3c_extras import fast_worker, schedule, supervision  #+ what the course did not have (a3c_extras/)
 
 
 def ensure_shared_grads(model, shared_model):
@@ -97,4 +97,5 @@ def train(rank, params, shared_model, optimizer, link=None):  #+ link: the run's
         if not link.update(rank, policy_loss, value_loss, sum(entropies), grad_norm):  #+ skip a non-finite one
             continue
         ensure_shared_grads(model, shared_model)
+        schedule.set_learning_rate(optimizer, params, link.total_steps())  #+ --lr-decay-until: the paper's decay
         optimizer.step()

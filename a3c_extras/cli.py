@@ -150,6 +150,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="games each worker plays at once, acting in one batch and learning in one update from "
         "their K rollouts (default: 1, the course's A3C; needs --rollout fast)",
     )
+    p.add_argument(
+        "--lr-decay-until",
+        type=number(int, low=0),
+        default=0,
+        metavar="STEPS",
+        help="the A3C paper's linear learning-rate decay: from --lr where it starts (step 0 of a new run, or the "
+        "step this sitting resumes at) to 0 at this many agent steps in total; --resume keeps it "
+        "(default: 0, the course's constant rate)",
+    )
     p.add_argument("--life-loss", action="store_true", help="departure: a lost life ends the training episode")
     p.add_argument("--fire-reset", action="store_true", help="departure: press FIRE at each start and lost life")
     p.add_argument(
@@ -274,17 +283,26 @@ def read_command_line(params, argv=None):
     attribute. With --resume, the saved run's values are the defaults."""
     parser = build_parser(params)
     args = parser.parse_args(argv)
+    args.lr_decay_from = 0  # the step where --lr-decay-until's line starts (schedule.py)
     if args.resume:
         try:
-            saved = load_checkpoint(args.resume)["args"]
+            data = load_checkpoint(args.resume)
         except CheckpointError as error:
             fail(f"{parser.prog}: error: {error}")
+        saved = data["args"]
         saved = {RENAMED.get(k, k): v for k, v in saved.items()}
         keep = {"resume", "run_dir", "max_steps", "max_time", "ray_address"}  # these belong to this sitting
         parser.set_defaults(**{k: v for k, v in saved.items() if k not in keep and hasattr(args, k)})
         args = parser.parse_args(argv)
         if args.run_dir is None:  # carry on in the same run directory
             args.run_dir = str(checkpoint_path(args.resume).parent)
+        same_decay = args.lr_decay_until and args.lr_decay_until == saved.get("lr_decay_until")
+        args.lr_decay_from = saved.get("lr_decay_from", 0) if same_decay else data["counter"]
+        if args.lr_decay_until and args.lr_decay_until <= data["counter"]:
+            fail(
+                f"{parser.prog}: error: --lr-decay-until {args.lr_decay_until} is not beyond the "
+                f"{data['counter']} agent steps the run has already played (--lr-decay-until 0: a constant --lr)"
+            )
     if args.envs_per_worker > 1 and args.rollout == "classic":
         fail(
             f"{parser.prog}: error: --envs-per-worker {args.envs_per_worker} needs --rollout fast "

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from a3c_extras.fast_adam import fused_adam_step
 from a3c_extras.fast_rollout import Rollout, hidden_states, sample_actions
+from a3c_extras.schedule import set_learning_rate
 
 
 def keep_freed_memory() -> None:
@@ -196,6 +197,7 @@ def work(rank, args, envs, model, shared_model, optimizer, link, ensure_shared_g
         if not link.update(rank, policy_loss, value_loss, entropy, grad_norm):
             continue
         ensure_shared_grads(model, shared_model)
+        set_learning_rate(optimizer, args, link.total_steps())
         if shared_adam:
             fused_adam_step(optimizer)
         else:

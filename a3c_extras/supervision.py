@@ -23,6 +23,7 @@ from a3c_extras.dashboard import Dashboard
 from a3c_extras.errors import describe_exit, describe_os_error
 from a3c_extras.links import FRAME, ChildBody, SharedCounts, WorkerLink, budget_reached, child_name, watch_parent
 from a3c_extras.run_record import RunRecord
+from a3c_extras.schedule import learning_rate
 
 __all__ = ["Children", "Run", "WorkerLink", "budget_reached", "load_shared"]
 
@@ -442,7 +443,8 @@ class Run:
                 if now - last_status >= self.args.status_interval:
                     print(self.status_line(), flush=True)
                     steps = self.steps()
-                    self.notify("speed", steps, (steps - status_steps) / (now - last_status), self.args.lr)
+                    rate = learning_rate(self.args, steps)
+                    self.notify("speed", steps, (steps - status_steps) / (now - last_status), rate)
                     last_status, status_steps = now, steps
             self.stop_children()
             failure = failure or self.failure()
