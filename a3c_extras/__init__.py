@@ -6,6 +6,7 @@ here imports them (the model, the environment and the course's functions are pas
     fast_rollout  acting that keeps its activations, and the backward pass written out for them
     fast_adam     SharedAdam's step in PyTorch's fused kernel
     fast_worker   the worker's loop on the three above: the default (--rollout fast)
+    schedule      the learning rate: the course's constant one, or the paper's linear decay (--lr-decay-until)
     cli           the course's Params from the command line, the defaults of what a learner's Params lacks
     shared        the shared model and SharedAdam as main.py builds them, for the code that builds them elsewhere
     errors        an error's message in one line
