@@ -4,7 +4,9 @@ file descriptors of the main process at the start and at the end (a leak of eith
 
     python benchmarks/soak.py                                   # 30 min, 2 workers x 16 games, a kill every 2 min
     python benchmarks/soak.py --minutes 3 --kill-every 60       # a short check
-    python benchmarks/soak.py --resume training/breakout        # soak a real run: its next sitting
+    python benchmarks/soak.py --resume training/breakout --lr-decay-until 90000000  # a real run's next sitting
+
+Any further flag goes to main.py as it is (here: a new line of the rate, as the run's last one has ended).
 
 The run's own directory is a temporary one unless --run-dir is given. It needs the machine's cores to itself.
 """
@@ -35,7 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--env-name", default=None, help="main.py's default unless given")
     p.add_argument("--run-dir", default=None, help="where the run keeps its record (default: a temporary directory)")
     p.add_argument("--resume", default=None, metavar="RUN", help="soak a real run: continue this run directory")
-    return p.parse_args(argv)
+    args, args.main_flags = p.parse_known_args(argv)  # the rest is main.py's, which reports its own errors
+    return args
 
 
 class Soak:
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
         argv += ["--env-name", args.env_name]
     if args.resume:
         argv += ["--resume", args.resume]
+    argv += args.main_flags
     print(
         f"soak: {args.minutes:g} min of {args.workers} workers x {args.envs_per_worker} games, a worker killed "
         f"every {args.kill_every:g} s; run directory {run_dir}",
