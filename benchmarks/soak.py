@@ -4,9 +4,9 @@ file descriptors of the main process at the start and at the end (a leak of eith
 
     python benchmarks/soak.py                                   # 30 min, 2 workers x 16 games, a kill every 2 min
     python benchmarks/soak.py --minutes 3 --kill-every 60       # a short check
-    python benchmarks/soak.py --resume training/breakout --lr-decay-until 90000000  # a real run's next sitting
+    python benchmarks/soak.py --resume training/breakout        # soak a real run: its next sitting
 
-Any further flag goes to main.py as it is (here: a new line of the rate, as the run's last one has ended).
+Any further flag goes to main.py as it is (say --lr-decay-until, for a run whose line of the rate has ended).
 
 The run's own directory is a temporary one unless --run-dir is given. It needs the machine's cores to itself.
 """
