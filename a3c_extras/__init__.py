@@ -8,6 +8,7 @@ here imports them (the model, the environment and the course's functions are pas
     fast_worker   the worker's loop on the three above: the default (--rollout fast)
     schedule      the learning rate: the course's constant one, or the paper's linear decay (--lr-decay-until)
     cli           the course's Params from the command line, the defaults of what a learner's Params lacks
+    recipes       whole training set-ups under one name (--recipe), as data
     shared        the shared model and SharedAdam as main.py builds them, for the code that builds them elsewhere
     errors        an error's message in one line
     checkpoints   the checkpoint format: written atomically, loaded safely
@@ -19,5 +20,6 @@ here imports them (the model, the environment and the course's functions are pas
     overlay       the drawing of what the agent sees and decides, beside the game screen
     videos        the MP4 recorder of the agent's episodes, with the optional overlay
     monitor       create_atari_env(env_id, video=True): the test process's videos, in gym's Monitor's place
+    stall         the stuck-agent guard: when an episode of a game that waits for FIRE has stalled
     evaluation    the evaluation command (python test.py --checkpoint ...)
 """

@@ -4,13 +4,16 @@ errors; and the defaults of everything a learner's own Params does not have."""
 import argparse
 import importlib.util
 import os
+import re
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 from a3c_extras.atari import UnknownEnvError, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
+from a3c_extras.recipes import RECIPES, describe
 
 
 def fail(message: str, status: int = 2):
@@ -160,7 +163,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "(default: 0, the course's constant rate)",
     )
     p.add_argument("--life-loss", action="store_true", help="departure: a lost life ends the training episode")
+    p.add_argument(
+        "--no-life-loss",
+        dest="life_loss",
+        action="store_false",
+        default=False,
+        help="a training episode is the whole game (the default; turns off a recipe's or resumed run's --life-loss)",
+    )
     p.add_argument("--fire-reset", action="store_true", help="departure: press FIRE at each start and lost life")
+    p.add_argument(
+        "--no-fire-reset",
+        dest="fire_reset",
+        action="store_false",
+        default=False,
+        help="no FIRE but the agent's own (the default; turns off a recipe's or resumed run's --fire-reset)",
+    )
     p.add_argument(
         "--ray-address",
         type=ray_address,
@@ -177,6 +194,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a flag such as --max-steps=80000000 stays whole."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(re.sub(r"\s+", " ", text).strip(), width, break_on_hyphens=False)
+
+
 COURSE_FIELDS = ["lr", "gamma", "tau", "seed", "num_processes", "num_steps", "max_episode_length", "env_name"]
 
 
@@ -187,7 +211,17 @@ def build_parser(params=None) -> argparse.ArgumentParser:
     def default(name, value):  # Params' value where it has the field (main.py's shows what we use)
         return getattr(params, name, value)
 
-    p = argparse.ArgumentParser(prog="main.py", description="A3C: the course's Params from the command line")
+    p = argparse.ArgumentParser(
+        prog="main.py", description="A3C: the course's Params from the command line", formatter_class=HelpFormatter
+    )
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="a whole training set-up from step 0: the course's defaults but for the recipe's values, each "
+        "of which its own flag given beside --recipe overrides; --resume keeps the run's recipe "
+        "(a3c_extras/recipes.py). " + "; ".join(describe(name) for name in sorted(RECIPES)),
+    )
     course = p.add_argument_group("the course's Params")
     course.add_argument(
         "--lr",
@@ -280,9 +314,12 @@ RENAMED = {"gae_lambda": "tau"}  # checkpoints written before Params name the co
 
 def read_command_line(params, argv=None):
     """Fill the course's Params from the command line (sys.argv by default): every flag becomes an
-    attribute. With --resume, the saved run's values are the defaults."""
+    attribute. With --recipe, the recipe's values are the defaults; with --resume, the saved run's."""
     parser = build_parser(params)
     args = parser.parse_args(argv)
+    if args.recipe and not args.resume:  # course's defaults < the recipe's values < the flags given
+        parser.set_defaults(**RECIPES[args.recipe])
+        args = parser.parse_args(argv)
     args.lr_decay_from = 0  # the step where --lr-decay-until's line starts (schedule.py)
     if args.resume:
         try:
@@ -292,7 +329,17 @@ def read_command_line(params, argv=None):
         saved = data["args"]
         saved = {RENAMED.get(k, k): v for k, v in saved.items()}
         keep = {"resume", "run_dir", "max_steps", "max_time", "ray_address"}  # these belong to this sitting
+        recipe = saved.get("recipe")  # the run's own: its settings are already among the saved arguments
+        if args.recipe and args.recipe != recipe:
+            started = f"with --recipe {recipe}" if recipe else "without a recipe"
+            fail(
+                f"{parser.prog}: error: --recipe {args.recipe} sets up a new run from step 0; the run of "
+                f"{args.resume} was started {started} and --resume keeps its saved arguments (a setting's "
+                "own flag changes it)"
+            )
         parser.set_defaults(**{k: v for k, v in saved.items() if k not in keep and hasattr(args, k)})
+        # The run's recipe goes on giving what belongs to each sitting: its step budget, where the rate is 0.
+        parser.set_defaults(**{k: v for k, v in RECIPES.get(recipe, {}).items() if k in keep})
         args = parser.parse_args(argv)
         if args.run_dir is None:  # carry on in the same run directory
             args.run_dir = str(checkpoint_path(args.resume).parent)
