@@ -14,7 +14,7 @@ from model import ActorCritic
 import time
 from collections import deque
 import sys  #+
-from a3c_extras import monitor, supervision  #+ what the course did not have (a3c_extras/)
+from a3c_extras import monitor, stall, supervision  #+ what the course did not have (a3c_extras/)
 
 
 def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_extras/supervision.py)
@@ -31,6 +31,7 @@ def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_e
     done = True
     start_time = time.time()
     actions = deque(maxlen=100)
+    guard = stall.StallGuard(env)  #+ the stuck-agent guard (a3c_extras/stall.py): the course's deque stays unused
     episode_length = 0
     while not link.stop_requested():  #+ while True: until the run stops
         episode_length += 1
@@ -50,13 +51,12 @@ def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_e
         state, reward, done, truncated, _ = env.step(action[0])  #+ gymnasium: 5 values
         done = done or truncated or episode_length >= params.max_episode_length  #+ the course's comment, live
         reward_sum += reward
-        actions.append(action[0])  #+ the reference's guard, which the course's deque lost: an agent
-        if actions.count(actions[0]) == actions.maxlen:  #+ that repeats one action 100 times (one that
-            done = True  #+ never presses FIRE in Breakout) would never end its episode
+        cut_short = guard.check(action[0], reward, done)  #+ a game waiting for a FIRE that never comes
+        done = done or cut_short  #+ ends, reported as cut short: not a finished game
         if done:
             print("Time {}, episode reward {}, episode length {}".format(time.strftime("%Hh %Mm %Ss", time.gmtime(time.time() - start_time)), reward_sum, episode_length)  # noqa: E501
-                  + link.speed(start_time), flush=True)  #+ num steps and FPS of the run, when there is one
-            link.evaluation(rank, num_steps, reward_sum, episode_length, model, params)  #+ the record, best.pt
+                  + link.speed(start_time) + guard.note(cut_short), flush=True)  #+ the run's steps and FPS; cut short?
+            link.evaluation(rank, num_steps, reward_sum, episode_length, model, params, cut_short)  #+ record, best.pt
             reward_sum = 0
             episode_length = 0
             actions.clear()

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -51,6 +52,18 @@ def checkpoint(model, optimizer, counter: int, elapsed, best_reward, args) -> di
     }
 
 
+def unreadable(path, error: Exception) -> str:
+    """Why torch.load refused a file, in one line. A weights-only load's refusal (a pickle holding objects
+    other than tensors and plain containers) is a paragraph of advice on loading it unsafely: named here by
+    what it found instead."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL (\S+)", text)
+        what = f": {found.group(1)}" if found else ""
+        return f"{path} is not a checkpoint of this project (it holds objects a weights-only load refuses{what})"
+    return f"{path} is not a readable checkpoint (truncated or foreign file: {first_line(error, 120)})"
+
+
 def load_checkpoint(path, num_actions: int | None = None) -> dict:
     """Load and check a checkpoint; any problem becomes a CheckpointError with a clear message."""
     path = checkpoint_path(path)
@@ -59,8 +72,7 @@ def load_checkpoint(path, num_actions: int | None = None) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and I/O errors alike: the file is unusable
-        reason = first_line(exc, 120)
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file: {reason})")
+        raise CheckpointError(unreadable(path, exc)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project")
     saved_actions = data["model"]["actor_linear.weight"].shape[0]

@@ -53,6 +53,11 @@ class Dashboard:
         """An episode of the test process: its reward and length."""
         self._scalars(steps, {"eval/episode_reward": reward, "eval/episode_length": length})
 
+    def eval_cut_short(self, steps: int, reward: float, length: int) -> None:
+        """An episode of the test process that the stuck-agent guard cut short (a3c_extras/stall.py): not a
+        finished game, so under tags of its own, apart from the evaluation's score."""
+        self._scalars(steps, {"eval/cut_short_reward": reward, "eval/cut_short_length": length})
+
     def close(self) -> None:
         """Put what is left on disk and stop the writer's thread."""
         writer, self.writer = self.writer, None

@@ -7,7 +7,6 @@ record them. test.py runs it with the course's model and environment:
 import argparse
 import json
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from a3c_extras.atari import UnknownEnvError, options, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, load_checkpoint
 from a3c_extras.cli import fail, number, one_line_errors
+from a3c_extras.stall import StallGuard, cut_short_note
 from a3c_extras.videos import add_step, recorder_for
 
 
@@ -111,18 +111,19 @@ def play_episode(
     stop_event=None,
 ):
     """One episode with the model's policy, greedy (argmax, as the test process plays) or sampled.
-    Returns (reward, length), or None if stop_event was set meanwhile. `on_step(observation, probs,
-    value)` sees each decision."""
+    Returns (reward, length, cut_short), cut_short True when the stuck-agent guard ended a stalled episode
+    (a3c_extras/stall.py, as in the test process), or None if stop_event was set meanwhile.
+    `on_step(observation, probs, value)` sees each decision."""
     state, _ = env.reset()
     hx = cx = torch.zeros(1, model.lstm.hidden_size)
-    reward_sum, length, done = 0.0, 0, False
+    reward_sum, length, done, cut_short = 0.0, 0, False, False
     # Up to noop_max random no-ops first: the evaluation protocol of the DQN and A3C papers.
     for _ in range(rng.integers(0, noop_max + 1) if noop_max else 0):
         state, reward, terminated, truncated, _ = env.step(0)
         reward_sum, length = reward_sum + reward, length + 1
         if terminated or truncated:
             state, _ = env.reset()
-    actions = deque(maxlen=100)
+    guard = StallGuard(env)
     while not done:
         if stop_event is not None and stop_event.is_set():
             return None
@@ -134,10 +135,10 @@ def play_episode(
             on_step(state, prob[0].numpy(), value.item())
         state, reward, terminated, truncated, _ = env.step(action)
         reward_sum, length = reward_sum + reward, length + 1
-        actions.append(action)  # as in the test process: an agent repeating one action 100 times is stuck
-        stuck = actions.count(actions[0]) == actions.maxlen
-        done = terminated or truncated or length >= max_episode_length or stuck
-    return reward_sum, length
+        done = terminated or truncated or length >= max_episode_length
+        cut_short = guard.check(action, reward, done)
+        done = done or cut_short
+    return reward_sum, length, cut_short
 
 
 def evaluate(args, model_class, make_env) -> dict:
@@ -149,6 +150,7 @@ def evaluate(args, model_class, make_env) -> dict:
     env = make_env(env_name, link=options(render=bool(args.record), fire_reset=saved.get("fire_reset", False)))
     data = load_checkpoint(args.checkpoint, num_actions=env.action_space.n)
     torch.manual_seed(args.seed)
+    torch.set_num_threads(1)  # one game, batches of one: more threads only wait on each other (or a busy core)
     env.reset(seed=args.seed)
     env.action_space.seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -160,20 +162,21 @@ def evaluate(args, model_class, make_env) -> dict:
     if record_dir:
         record_dir.mkdir(parents=True, exist_ok=True)
 
-    start_time, rewards, lengths = time.time(), [], []
+    start_time, rewards, lengths, cut = time.time(), [], [], []
     for episode in range(args.episodes):
         recorder = recorder_for(record_dir / f"episode-{episode:03d}.mp4", env, args.overlay) if record_dir else None
         on_step = (lambda obs, probs, value, r=recorder: add_step(r, env, obs, probs, value)) if recorder else None
-        reward, length = play_episode(
+        reward, length, cut_short = play_episode(
             env, model, max_length, sample=args.sample, noop_max=args.noop_max, rng=rng, on_step=on_step
         )
         if recorder is not None:
             recorder.close()
         rewards.append(reward)
         lengths.append(length)
+        cut.append(cut_short)
         print(
             f"Episode {episode + 1}/{args.episodes}: episode reward {reward}, episode length {length}, "
-            f"{time.time() - start_time:.0f} s",
+            f"{time.time() - start_time:.0f} s" + (cut_short_note() if cut_short else ""),
             flush=True,
         )
 
@@ -188,6 +191,7 @@ def evaluate(args, model_class, make_env) -> dict:
         "ci95": confidence_interval(rewards),
         "rewards": rewards,
         "lengths": lengths,
+        "cut_short": cut,  # per episode: ended by the stuck-agent guard (counted in the mean at its score)
         "policy": "sample" if args.sample else "greedy",
         "noop_max": args.noop_max,
         "seed": args.seed,
@@ -197,7 +201,8 @@ def evaluate(args, model_class, make_env) -> dict:
     interval = f" (95% CI {low:.1f} to {high:.1f})" if len(rewards) > 1 else ""
     print(
         f"Summary: {summary['episodes']} episodes, mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
-        f"min {summary['min']:g}, max {summary['max']:g}",
+        f"min {summary['min']:g}, max {summary['max']:g}"
+        + (f", {sum(cut)} cut short (counted at their score)" if any(cut) else ""),
         flush=True,
     )
     if record_dir:

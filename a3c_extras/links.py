@@ -160,12 +160,18 @@ class WorkerLink:
             self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
         return True
 
-    def evaluation(self, rank: int, num_steps: int, reward: float, length: int, model, params) -> None:
+    def evaluation(
+        self, rank: int, num_steps: int, reward: float, length: int, model, params, cut_short: bool = False
+    ) -> None:
         """After an evaluation episode: report it, and save best.pt when the mean of the last
         params.best_window episodes (--best-window) is the best so far: one lucky game does not decide
         (in the deterministic game a greedy agent may replay one memorised game). The weights saved are
-        the latest of the window; a failed write is reported, never the end of the test process."""
-        self.report("eval", rank, num_steps, reward, length)
+        the latest of the window; a failed write is reported, never the end of the test process. An episode
+        the stuck-agent guard cut short (a3c_extras/stall.py) is reported as such ("eval_cut") and is not a
+        finished game: it does not count in best.pt's mean."""
+        self.report("eval_cut" if cut_short else "eval", rank, num_steps, reward, length)
+        if cut_short:
+            return
         self.recent_rewards.append(reward)
         window = params.best_window
         if self.shared is None or len(self.recent_rewards) < window:

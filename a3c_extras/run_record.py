@@ -8,7 +8,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,9 @@ class CsvLog:
 
 
 class ProgressLog(CsvLog):
-    """progress.csv: one row per evaluation episode (kind=eval, worker empty) and per training game
-    (kind=train, raw unclipped return)."""
+    """progress.csv: one row per evaluation episode (kind=eval, worker empty; kind=eval_cut for one the
+    stuck-agent guard cut short, not a finished game) and per training game (kind=train, raw unclipped
+    return)."""
 
     def __init__(self, path: Path):
         super().__init__(path, FIELDS)
@@ -108,7 +109,7 @@ class RunRecord:
         """A row of events.csv: a restart, a failed write."""
         try:
             self.events.row(
-                datetime.now(timezone.utc).isoformat(timespec="seconds"), f"{time_s:.1f}", steps, event, process, detail
+                datetime.now(UTC).isoformat(timespec="seconds"), f"{time_s:.1f}", steps, event, process, detail
             )
         except OSError:
             pass  # the failure that made this row is printed already
@@ -161,7 +162,8 @@ class RunRecord:
 
 def read_progress(path: Path) -> dict:
     """The CSV as arrays per kind: {"eval": (steps, rewards, seconds), "train": (steps, rewards, seconds)},
-    seconds being the run's training time when the row was written."""
+    seconds being the run's training time when the row was written. Finished games only: evaluation
+    episodes cut short (kind eval_cut) are left out."""
     rows = {"eval": ([], [], []), "train": ([], [], [])}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):

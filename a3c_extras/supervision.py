@@ -256,8 +256,8 @@ def connect(params, link: WorkerLink | None = None, name: str = "worker"):
 class Run:
     """The main process's side of a run. Created after the shared model and optimizer, before the processes:
     with --resume it loads the checkpoint into them. `listeners` get the run's figures as they come (a dashboard):
-    train_game(steps, ret, length), eval_episode(steps, reward, length), losses(steps, policy, value, entropy,
-    grad_norm), speed(steps, sps, lr); each method is optional."""
+    train_game(steps, ret, length), eval_episode(steps, reward, length), eval_cut_short(steps, reward, length),
+    losses(steps, policy, value, entropy, grad_norm), speed(steps, sps, lr); each method is optional."""
 
     def __init__(self, args, shared_model, optimizer, ctx=mp, *, make_env=None, extra_children: int = 0):
         args = complete(args)  # a learner's own Params too
@@ -351,6 +351,11 @@ class Run:
             self.record.game("eval", self.elapsed(), steps, None, reward, length)
             self.last_eval = reward
             self.notify("eval_episode", steps, reward, length)
+        elif kind == "eval_cut":  # an evaluation episode the stuck-agent guard cut short: not a finished game
+            _, _, steps, reward, length = event
+            self.record.game("eval_cut", self.elapsed(), steps, None, reward, length)
+            self.last_eval = f"{reward} (cut short)"
+            self.notify("eval_cut_short", steps, reward, length)
         elif kind == "losses":
             self.notify("losses", *event[2:])
         elif kind == "nonfinite":
@@ -422,6 +427,14 @@ class Run:
             return f"time budget of {self.args.max_time:g} s reached"
         return None
 
+    def chart_speed(self, since: float, steps_then: int) -> tuple[float, int]:
+        """Tell the dashboard the agent steps per second since `since` (when the run had `steps_then` steps) and
+        the learning rate now; returns (now, the steps now) for the next time."""
+        now, steps = time.time(), self.steps()
+        if now > since:
+            self.notify("speed", steps, (steps - steps_then) / (now - since), learning_rate(self.args, steps))
+        return now, steps
+
     def supervise(self, processes) -> int:
         """Until a budget, Ctrl-C or a child that dies too often: record, checkpoint, print the status, replace
         dead children. Then stop every child, save and return the exit status: 0, or 1 if a child died too often
@@ -442,10 +455,9 @@ class Run:
                     last_save = now
                 if now - last_status >= self.args.status_interval:
                     print(self.status_line(), flush=True)
-                    steps = self.steps()
-                    rate = learning_rate(self.args, steps)
-                    self.notify("speed", steps, (steps - status_steps) / (now - last_status), rate)
-                    last_status, status_steps = now, steps
+                    last_status, status_steps = self.chart_speed(last_status, status_steps)
+            if self.steps() > status_steps:  # the last speed and rate, once: a run shorter than --status-interval
+                self.chart_speed(last_status, status_steps)  # has no other
             self.stop_children()
             failure = failure or self.failure()
             saved = self.save_all(final=True)

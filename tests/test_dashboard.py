@@ -13,7 +13,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from a3c_extras.dashboard import Dashboard
+from a3c_extras.supervision import Run
+from catch import Catch, make_catch
 from conftest import ROOT
+from helpers import params_from, shared_model_and_optimizer
 
 TAGS = {
     "charts/episodic_return",
@@ -26,7 +29,11 @@ TAGS = {
     "losses/grad_norm",
     "eval/episode_reward",
     "eval/episode_length",
+    "eval/cut_short_reward",
+    "eval/cut_short_length",
 }
+EVAL_TAGS = {"eval/episode_reward", "eval/episode_length"}  # finished games of the test process
+CUT_TAGS = {"eval/cut_short_reward", "eval/cut_short_length"}  # its episodes cut short (a3c_extras/stall.py)
 LOOPBACK = "127.0.0.1"
 
 
@@ -36,6 +43,7 @@ def write_some(dashboard: Dashboard, steps: list[int]) -> None:
         dashboard.speed(s, sps=900.0, lr=1e-4)
         dashboard.losses(s, policy_loss=-0.5, value_loss=2.0, entropy=1.3, grad_norm=40.0)
         dashboard.eval_episode(s, reward=7.0, length=500)
+        dashboard.eval_cut_short(s, reward=0.0, length=1000)
     dashboard.close()
 
 
@@ -54,7 +62,7 @@ def test_every_chart_is_written_against_agent_steps_and_a_resume_continues_them(
     for tag in TAGS:
         assert [e.step for e in charts[tag]] == [100, 200, 300, 400, 500], tag
     assert [e.value for e in charts["charts/episodic_return"]] == pytest.approx([1, 2, 3, 4, 5])
-    assert charts["eval/episode_length"][-1].value == 500
+    assert charts["eval/episode_length"][-1].value == 500 and charts["eval/cut_short_length"][-1].value == 1000
 
 
 def test_a_failed_write_is_reported_once_and_the_run_goes_on(tmp_path, capsys):
@@ -132,8 +140,6 @@ def test_tensorboard_serves_the_charts_of_every_run(tmp_path):
 
 
 def test_the_charts_are_on_unless_no_tensorboard():
-    from helpers import params_from
-
     assert params_from([]).no_tensorboard is False
     assert params_from(["--no-tensorboard"]).no_tensorboard is True
 
@@ -162,8 +168,10 @@ def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
     )
     assert first.returncode == 0, first.stderr
     charts = scalars(tmp_path)
-    assert set(charts) == TAGS, set(charts) ^ TAGS
-    for tag in TAGS:
+    # the test process's episodes: finished games, or cut short if this untrained agent never serves
+    assert TAGS - EVAL_TAGS - CUT_TAGS <= set(charts) <= TAGS, set(charts) ^ TAGS
+    assert EVAL_TAGS <= set(charts) or CUT_TAGS <= set(charts), set(charts)
+    for tag in charts:
         steps = [e.step for e in charts[tag]]
         assert steps == sorted(steps) and steps[-1] > 0, tag
     end_of_first = max(e.step for e in charts["charts/episodic_return"])
@@ -178,3 +186,36 @@ def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
     resumed = [e.step for e in scalars(tmp_path)["charts/episodic_return"]]
     assert resumed == sorted(resumed) and resumed[-1] > end_of_first
+
+
+def short_run(tmp_path, *argv):
+    """A run on Catch in this process, with no children: its steps are set by hand."""
+    args = params_from(["--num-processes", "1", "--run-dir", str(tmp_path), *argv])
+    shared_model, optimizer = shared_model_and_optimizer(args, Catch())
+    return Run(args, shared_model, optimizer, make_env=make_catch)
+
+
+def test_a_run_shorter_than_the_status_interval_ends_with_its_speed_and_learning_rate(tmp_path):
+    """charts/SPS and charts/learning_rate come every --status-interval (30 s); the end of a run writes the
+    last ones, so a short run has them too."""
+    run = short_run(tmp_path, "--max-steps", "5000", "--lr", "0.0003")
+    run.keep_up = lambda: run.shared.steps.__setitem__(0, 5000)  # the workers' 5,000 steps, at once
+    assert run.supervise([]) == 0
+    charts = scalars(tmp_path)
+    assert [(e.step, e.value) for e in charts["charts/learning_rate"]] == [(5000, pytest.approx(0.0003))]
+    assert [e.step for e in charts["charts/SPS"]] == [5000] and charts["charts/SPS"][0].value > 0
+
+
+def test_an_evaluation_cut_short_is_recorded_as_such(tmp_path, capsys):
+    """Not the evaluation's score: its own kind in progress.csv, its own charts, and said so in the status line."""
+    run = short_run(tmp_path, "--max-steps", "100")
+    run.handle(("eval", 1, 40, 3.0, 250))
+    run.handle(("eval_cut", 1, 80, 0.0, 1000))
+    run.keep_up = lambda: run.shared.steps.__setitem__(0, 100)
+    assert run.supervise([]) == 0
+    rows = (tmp_path / "progress.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["eval", "eval_cut"] and rows[2].endswith(",80,,0.0,1000")
+    charts = scalars(tmp_path)
+    assert [(e.step, e.value) for e in charts["eval/episode_reward"]] == [(40, 3.0)]
+    assert [(e.step, e.value) for e in charts["eval/cut_short_length"]] == [(80, 1000)]
+    assert "last eval 0.0 (cut short)" in capsys.readouterr().out

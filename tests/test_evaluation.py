@@ -1,17 +1,25 @@
-"""The evaluation's figures: the confidence interval of the mean, the cap every episode ends at, and
-how the test process chooses best.pt."""
+"""The evaluation's figures: the confidence interval of the mean, the cap every episode ends at, the
+stuck-agent guard (a3c_extras/stall.py) in the test process and the evaluation command, and how the test
+process chooses best.pt."""
 
+import json
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 import torch
 from gymnasium.spaces import Discrete
 
+import test as test_process  # the project's test.py, not Python's own test package
+from a3c_extras import evaluation
 from a3c_extras.atari import MAX_FRAMES
-from a3c_extras.checkpoints import load_checkpoint
+from a3c_extras.checkpoints import checkpoint, load_checkpoint, save_checkpoint
 from a3c_extras.evaluation import confidence_interval, t_quantile_975
 from a3c_extras.links import SharedCounts, WorkerLink
+from a3c_extras.stall import STALL_STEPS, StallGuard
 from envs import create_atari_env
+from helpers import params_from
 from model import ActorCritic
 
 
@@ -48,9 +56,109 @@ def test_an_agent_that_never_serves_ends_its_episode_at_108000_frames(env_id):
     assert steps == 27_000  # 4 frames per agent step
 
 
-def _evaluations(tmp_path, rewards, window):
+def one_action(action: int, num_actions: int) -> ActorCritic:
+    """A model whose greedy action is always `action`: an agent that repeats one action."""
+    model = ActorCritic(1, Discrete(num_actions))
+    model.actor_linear.weight.data.zero_()
+    model.actor_linear.bias.data.copy_(torch.eye(num_actions)[action])
+    return model
+
+
+def first_episode_of_the_test_process(env_name, model, capfd):
+    """test.py's test() plays `model` until it reports its first episode; that event and the line printed."""
+    args = params_from(["--env-name", env_name, "--eval-interval", "0", "--record-every", "0"])
+    link = WorkerLink("test")
+    thread = threading.Thread(target=test_process.test, args=(0, args, model), kwargs={"link": link})
+    thread.start()
+    deadline = time.time() + 120
+    while not link.events and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    link.request_stop()
+    thread.join(timeout=60)
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("Time ")]
+    return link.events[0], lines[0]
+
+
+@pytest.mark.parametrize("action", range(6))  # NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE
+def test_pong_played_with_one_repeated_action_is_never_cut_short(action):
+    """Pong serves by itself: whatever one action the agent repeats, points come and the game is played
+    out (21-0 in a few hundred steps), where the guard of 100 equal actions ended it at -2 after 100 steps."""
+    env = create_atari_env("ALE/Pong-v5")
+    env.reset(seed=0)
+    guard = StallGuard(env)
+    assert guard.fire  # Pong's actions have FIRE: the guard watches it
+    reward_sum, steps, done = 0.0, 0, False
+    while not done:
+        _, reward, terminated, truncated, _ = env.step(action)
+        reward_sum, steps, done = reward_sum + reward, steps + 1, terminated or truncated
+        assert not guard.check(action, reward, done), f"cut short after {steps} steps"
+    assert terminated and reward_sum == -21 and 300 < steps < STALL_STEPS
+
+
+def test_the_test_process_plays_a_pong_game_out_and_reports_it_finished(capfd):
+    event, line = first_episode_of_the_test_process("PongDeterministic-v4", one_action(0, 6), capfd)
+    kind, _, _, reward, length = event
+    assert kind == "eval" and reward == -21 and length > 300, event  # the whole game, not 100 steps of it
+    assert line.startswith("Time ") and "cut short" not in line and "episode reward -21.0" in line, line
+
+
+def test_the_test_process_cuts_a_breakout_episode_that_never_serves_and_says_so(capfd):
+    event, line = first_episode_of_the_test_process("BreakoutDeterministic-v4", one_action(0, 4), capfd)
+    kind, _, _, reward, length = event
+    assert (kind, reward, length) == ("eval_cut", 0, STALL_STEPS), event  # not a finished game
+    assert line.endswith(f"cut short: no FIRE to serve in {STALL_STEPS:,} agent steps"), line
+
+
+def test_the_guard_counts_only_while_the_game_waits_for_a_serve():
+    """Breakout with a guard of 10 steps: 9 steps without FIRE pass, FIRE serves, the ball in play for more
+    than 10 steps without a point is play (not counted), and after the lost life the 10th step without FIRE
+    cuts the episode."""
+    env = create_atari_env("BreakoutDeterministic-v4")
+    env.reset(seed=0)
+    guard = StallGuard(env, steps=10)
+    for _ in range(9):
+        _, reward, *_ = env.step(0)
+        assert not guard.check(0, reward)
+    _, reward, *_ = env.step(1)  # FIRE: the ball is served
+    assert not guard.check(1, reward)
+    in_play = 0
+    while env.unwrapped.ale.lives() == 5:  # NOOP until the ball is missed
+        _, reward, *_ = env.step(0)
+        assert not guard.check(0, reward)
+        in_play += 1
+    assert in_play > 10
+    waiting = 1  # the step that lost the life was the first of the wait
+    while True:
+        _, reward, *_ = env.step(0)
+        waiting += 1
+        if guard.check(0, reward):
+            break
+    assert waiting == 10 and env.unwrapped.ale.lives() == 4
+
+
+def test_the_evaluation_command_reports_episodes_cut_short(tmp_path, capsys):
+    """An agent that never serves: each episode says it was cut short, the summary counts them, and they
+    count in the mean at their score."""
+    args = params_from(["--env-name", "BreakoutDeterministic-v4", "--run-dir", str(tmp_path)])
+    save_checkpoint(tmp_path / "noop.pt", checkpoint(one_action(0, 4), None, 0, 0, None, args))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread, as the test process plays: two on busy cores make each step crawl
+    try:
+        argv = ["--checkpoint", str(tmp_path / "noop.pt"), "--episodes", "2", "--record", str(tmp_path / "eval")]
+        assert evaluation.main(ActorCritic, create_atari_env, argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.splitlines()
+    assert all(f"episode length {STALL_STEPS}, " in line and "cut short" in line for line in lines[:2]), lines
+    assert lines[2].startswith("Summary: 2 episodes, mean 0.00")
+    assert lines[2].endswith(", 2 cut short (counted at their score)"), lines[2]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["cut_short"] == [True, True] and summary["lengths"] == [STALL_STEPS, STALL_STEPS]
+
+
+def _evaluations(tmp_path, rewards, window, cut=()):
     """The test process's link after one evaluation episode per reward, each played by other weights
-    (model k has every bias at k); returns best.pt as saved, or None."""
+    (model k has every bias at k), those numbered in `cut` cut short; returns best.pt as saved, or None."""
     shared = SharedCounts(torch.multiprocessing, 1)
     link = WorkerLink.of_run(shared, 0, None, best_path=str(tmp_path / "best.pt"))
     params = SimpleNamespace(best_window=window, run_dir=str(tmp_path), env_name="BreakoutDeterministic-v4")
@@ -59,7 +167,7 @@ def _evaluations(tmp_path, rewards, window):
         for name, tensor in model.named_parameters():
             if name.endswith("bias"):
                 tensor.data.fill_(k)
-        link.evaluation(0, 1000 * k, reward, 100, model, params)
+        link.evaluation(0, 1000 * k, reward, 100, model, params, k in cut)
     return load_checkpoint(tmp_path / "best.pt") if (tmp_path / "best.pt").exists() else None
 
 
@@ -76,6 +184,12 @@ def test_best_pt_is_the_best_mean_of_recent_evaluations_not_one_lucky_episode(tm
 
 def test_no_best_pt_before_the_window_is_full(tmp_path):
     assert _evaluations(tmp_path, [300, 310, 320, 330], window=5) is None
+
+
+def test_episodes_cut_short_do_not_count_in_best_pt_s_mean(tmp_path):
+    # Five finished games and two cut short (a stalled agent's 0 and its 500): only the finished games count.
+    best = _evaluations(tmp_path, [100, 0, 110, 120, 500, 130, 140], window=5, cut={1, 4})
+    assert best["best_reward"] == pytest.approx(120.0) and best["counter"] == 6000
 
 
 def test_the_test_process_plays_whole_games_when_training_ends_episodes_at_a_lost_life():

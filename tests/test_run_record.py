@@ -15,9 +15,10 @@ SECONDS = np.array([36.0, 72.0, 108.0, 144.0, 180.0])
 
 
 def write_progress(path):
-    """progress.csv of one evaluation episode and the five training games."""
+    """progress.csv of one evaluation episode, one cut short, and the five training games."""
     log = ProgressLog(path)
     log.write("eval", 50.0, 25, None, 9.0, 300)
+    log.write("eval_cut", 60.0, 35, None, 2.0, 1000)
     for s, r, t in zip(STEPS, RETURNS, SECONDS):
         log.write("train", t, int(s), 0, float(r), 100)
     log.close()
@@ -35,6 +36,13 @@ def test_training_curve_of_fewer_games_than_the_window_is_one_point():
     np.testing.assert_array_equal(steps, [50])
     np.testing.assert_allclose(curve, [3.0])
     np.testing.assert_allclose(hours, [0.05])
+
+
+def test_evaluations_cut_short_are_kept_apart_from_finished_games(tmp_path):
+    write_progress(tmp_path / "progress.csv")
+    assert "eval_cut,60.0,35,,2.0,1000" in (tmp_path / "progress.csv").read_text().splitlines()
+    evals = read_progress(tmp_path / "progress.csv")["eval"]
+    assert list(evals[0]) == [25] and list(evals[1]) == [9.0]  # the curve's evaluations: the finished one
 
 
 def test_training_curve_from_progress_csv(tmp_path):

@@ -24,7 +24,7 @@ def test_evaluation_never_changes_the_shared_weights(args):
     link.request_stop()
     thread.join(timeout=60)
     first, second = list(link.events)[:2]
-    assert first[0] == second[0] == "eval"
+    assert {first[0], second[0]} <= {"eval", "eval_cut"}  # an untrained agent may never serve: cut short
     assert first[4] > 0  # it played
     for key, value in shared_model.state_dict().items():
         assert torch.equal(value, before[key]), key  # bit-identical
