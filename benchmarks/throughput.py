@@ -16,8 +16,11 @@ after a warm-up:
            and SharedAdam, once for each K of --envs-per-worker (games per worker);
   classic  the same with --rollout classic, the course's loop.
 
-With --profile each train measurement also times the parts of every worker's loop (the game, acting,
-learning, the optimizer step with the weight copy) and prints them per agent step.
+With --profile each train measurement also times the parts of every worker's loop and prints them per
+agent step: env (the emulator: ALE's step and reset), frames (the 42x42 frames and their normalisation),
+wrappers (the rest of a game's step: gymnasium's wrappers, the run's bookkeeping), forward (acting on the
+frames, sampling the actions), backward (the losses, the backward pass, clipping), optimizer (the shared
+Adam step), sync (copying the shared weights into the local model) and other (the rest of the wall time).
 
 The last line is machine-readable, for the K with the highest training throughput:
   envs_per_worker=... train_steps_per_s=... classic_steps_per_s=... ceiling_steps_per_s=...
@@ -39,8 +42,9 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
+from ale_py.env import AtariEnv  # noqa: E402
 
-from a3c_extras import fast_worker  # noqa: E402
+from a3c_extras import fast_frames, fast_worker  # noqa: E402
 from a3c_extras.cli import (  # noqa: E402
     fail,
     number,
@@ -57,14 +61,26 @@ from train import train  # noqa: E402
 
 ENV_NAME = "BreakoutDeterministic-v4"
 COUNT_EVERY = 20  # ceiling processes add to the shared count in chunks, as workers do per rollout
-TARGETS = {"speedup_vs_classic": 2.5, "fraction_of_ceiling": 0.5}
-# --profile: the parts of a worker's loop, each the functions it times
-PARTS = {
-    "game": [(fast_worker.Game, "step")],  # the emulator, frame processing, bookkeeping
-    "acting": [(Rollout, "act"), (fast_worker, "sample_actions")],
-    "learning": [(fast_worker, "batch_loss"), (torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_")],
-    "optimizer": [(fast_worker, "fused_adam_step"), (fast_worker, "copy_weights")],
+TARGETS = {"speedup_vs_classic": 4.0, "fraction_of_ceiling": 0.62}  # at K = 16 (docs/speed.md)
+# --profile: the functions timed in a worker's loop, by what they do; a game's step is timed whole and
+# printed less the emulator and the frames inside it ("wrappers")
+TIMED = {
+    "env": [(AtariEnv, "step"), (AtariEnv, "reset")],
+    "frames": [(fast_frames.Rescale42x42, "observation"), (fast_frames.Normalized, "observation")],
+    "game": [(fast_worker.Game, "step")],
+    "forward": [(Rollout, "act"), (fast_worker, "sample_actions")],
+    "backward": [(fast_worker, "batch_loss"), (torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_")],
+    "optimizer": [(fast_worker, "fused_adam_step"), (fast_worker, "set_learning_rate")],
+    "sync": [(fast_worker, "copy_weights")],
 }
+PARTS = ["env", "frames", "wrappers", "forward", "backward", "optimizer", "sync"]
+
+
+def parts_of(timed: dict) -> dict:
+    """The printed parts from the timed functions' seconds: a game's step less what is timed inside it."""
+    parts = {part: timed[part] for part in PARTS if part in timed}
+    parts["wrappers"] = timed["game"] - timed["env"] - timed["frames"]
+    return {part: parts[part] for part in PARTS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,28 +170,33 @@ def random_player(rank, shared):
 
 
 def profiled_train(seconds, *train_args, link):
-    """train.train with the functions of PARTS timed; adds the seconds spent in each part to `seconds`
-    (a shared array, one entry per part) when the worker stops."""
-    spent = dict.fromkeys(PARTS, 0.0)
+    """train.train with the functions of TIMED timed; adds the seconds spent in each to `seconds` (a
+    shared array, one entry per key of TIMED) when the worker stops."""
+    spent = dict.fromkeys(TIMED, 0.0)
+    in_game = [False]  # the emulator and the frames count inside a game's step only (not the set-up's resets)
 
     def timed(part, function):
         def run(*args, **kwargs):
+            if part in ("env", "frames") and not in_game[0]:
+                return function(*args, **kwargs)
+            in_game[0] |= part == "game"
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
                 spent[part] += time.perf_counter() - start
+                in_game[0] &= part != "game"
 
         return run
 
-    for part, functions in PARTS.items():
+    for part, functions in TIMED.items():
         for owner, name in functions:
             setattr(owner, name, timed(part, getattr(owner, name)))
     try:
         train(*train_args, link=link)
     finally:
         with seconds.get_lock():
-            for index, part in enumerate(PARTS):
+            for index, part in enumerate(TIMED):
                 seconds[index] += spent[part]
 
 
@@ -265,7 +286,7 @@ def sleep_sampling(seconds: float, sampler: MemorySampler, processes, kind: str,
 def measure(kind: str, args, envs_per_worker: int = 1) -> tuple[float, float, dict | None]:
     """Agent steps per second (all processes together), the peak RSS of one process (MB) and, with
     --profile, the microseconds per agent step of each part of the loop (warm-up included)."""
-    profile = mp.Array("d", len(PARTS)) if args.profile and kind == "train" else None
+    profile = mp.Array("d", len(TIMED)) if args.profile and kind == "train" else None
     processes, shared = start_processes(kind, args.workers, args.num_steps, envs_per_worker, profile)
     try:
         sampler = MemorySampler(processes)
@@ -277,7 +298,7 @@ def measure(kind: str, args, envs_per_worker: int = 1) -> tuple[float, float, di
         stop_processes(processes, shared)
     parts = None
     if profile is not None:  # per agent step of one worker: the seconds of all workers over all their steps
-        parts = {part: profile[index] / shared.total() * 1e6 for index, part in enumerate(PARTS)}
+        parts = parts_of({part: profile[index] / shared.total() * 1e6 for index, part in enumerate(TIMED)})
     return steps / elapsed, sampler.peak_mb(), parts
 
 
@@ -322,14 +343,14 @@ def run_throughput(args) -> None:
     if parts:
         print()
         print("microseconds per agent step of one worker (medians over rounds), against its wall time:")
-        print(f"{'run':11} " + " ".join(f"{part:>10}" for part in PARTS) + f" {'other':>10} {'wall':>10}")
+        print(f"{'run':11} " + " ".join(f"{part:>9}" for part in PARTS) + f" {'other':>9} {'wall':>9}")
         for kind, rounds in parts.items():
             per_part = {part: statistics.median(r[part] for r in rounds) for part in PARTS}
             wall = args.workers / median[kind] * 1e6
             print(
                 f"{kind:11} "
-                + " ".join(f"{per_part[part]:10.0f}" for part in PARTS)
-                + f" {wall - sum(per_part.values()):10.0f} {wall:10.0f}"
+                + " ".join(f"{per_part[part]:9.0f}" for part in PARTS)
+                + f" {wall - sum(per_part.values()):9.0f} {wall:9.0f}"
             )
     best = max(kinds[2:], key=median.get)
     figures = {
