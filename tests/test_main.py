@@ -123,8 +123,9 @@ def test_resume_restores_weights_optimizer_and_counter(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly(tmp_path, sig):
-    run = LiveRun(*FAST, "--best-window", "1", "--run-dir", str(tmp_path))  # best.pt from the first evaluation
-    run.wait_for(r"^Time .*, num steps [1-9]")  # an evaluation printed after the workers counted steps
+    # best.pt from the first finished evaluation (--fire-reset: an untrained agent need not serve to finish a game)
+    run = LiveRun(*FAST, "--fire-reset", "--best-window", "1", "--run-dir", str(tmp_path))
+    run.wait_for(r"^Time .*, num steps [1-9](?!.*cut short)")  # a finished game, after the workers counted steps
     children = run.children()
     assert len(children) >= 3
     sent = time.time()
@@ -135,7 +136,7 @@ def test_signal_stops_cleanly(tmp_path, sig):
     assert run.wait(timeout=10) == 0
     assert time.time() - sent < 10
     assert load_checkpoint(tmp_path)["counter"] > 0
-    assert load_checkpoint(tmp_path / "best.pt")["best_reward"] is not None  # the evaluation that was printed
+    assert load_checkpoint(tmp_path / "best.pt")["best_reward"] is not None  # the finished game that was printed
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
