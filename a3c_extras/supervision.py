@@ -346,16 +346,12 @@ class Run:
             self.record.game("train", self.elapsed(), steps, rank, game_return, length)
             self.recent_returns.append(game_return)
             self.notify("train_game", steps, game_return, length)
-        elif kind == "eval":
+        elif kind in ("eval", "eval_cut"):  # eval_cut: one the stuck-agent guard cut short, not a finished game
             _, _, steps, reward, length = event
-            self.record.game("eval", self.elapsed(), steps, None, reward, length)
-            self.last_eval = reward
-            self.notify("eval_episode", steps, reward, length)
-        elif kind == "eval_cut":  # an evaluation episode the stuck-agent guard cut short: not a finished game
-            _, _, steps, reward, length = event
-            self.record.game("eval_cut", self.elapsed(), steps, None, reward, length)
-            self.last_eval = f"{reward} (cut short)"
-            self.notify("eval_cut_short", steps, reward, length)
+            self.record.game(kind, self.elapsed(), steps, None, reward, length)
+            cut_short = kind == "eval_cut"
+            self.last_eval = f"{reward} (cut short)" if cut_short else reward
+            self.notify("eval_cut_short" if cut_short else "eval_episode", steps, reward, length)
         elif kind == "losses":
             self.notify("losses", *event[2:])
         elif kind == "nonfinite":
