@@ -7,8 +7,10 @@ In a run (python main.py): into <run-dir>/videos, the first evaluation and then 
 (0: none), named eval-NNNN-steps<total steps>-reward<score>.mp4; with --overlay, the agent's input,
 policy and value beside the game (test.py hands them over with note()).
 
-One video frame per agent step: the screen the agent decided on. An episode cut short by the end of the
-run leaves no video (close()); a failed recording is reported in one line and never stops the run."""
+One video frame per agent step: the screen the agent decided on. An episode the test process ends itself
+(the stuck-agent guard, its length cap) keeps its video with "-cut-short" before ".mp4", so that it is
+not taken for a finished game; one cut short by the end of the run leaves no video (close()). A failed
+recording is reported in one line and never stops the run."""
 
 import sys
 from pathlib import Path
@@ -49,7 +51,7 @@ class Monitor(gym.Wrapper):
     def reset(self, **kwargs):
         if self.playing and self.length == 0:  # reset twice in a row (seeding, then the first episode)
             return self.env.reset(**kwargs)
-        self._finish()  # an episode the test process ended itself (a stuck agent, its length cap)
+        self._finish(cut_short=True)  # an episode the test process ended itself (a stuck agent, its length cap)
         observation, info = self.env.reset(**kwargs)
         self.reward, self.length, self.playing = 0.0, 0, True
         if self.folder is not None and self.wanted(self.episodes):
@@ -86,19 +88,20 @@ class Monitor(gym.Wrapper):
         self._finish(keep=False)
         super().close()
 
-    def _name(self) -> str:
+    def _name(self, cut_short: bool) -> str:
+        ending = "-cut-short.mp4" if cut_short else ".mp4"
         if self.in_run:
-            return f"eval-{self.episodes:04d}-steps{self.steps}-reward{self.reward:g}.mp4"
-        return f"episode-{self.episodes:06d}-reward{self.reward:g}.mp4"
+            return f"eval-{self.episodes:04d}-steps{self.steps}-reward{self.reward:g}{ending}"
+        return f"episode-{self.episodes:06d}-reward{self.reward:g}{ending}"
 
-    def _finish(self, keep: bool = True) -> None:
+    def _finish(self, keep: bool = True, cut_short: bool = False) -> None:
         if not self.playing:
             return
         self.playing = False
         recorder, self.recorder = self.recorder, None
         if recorder is not None:
             try:
-                written = recorder.close(recorder.path.with_name(self._name()) if keep else None)
+                written = recorder.close(recorder.path.with_name(self._name(cut_short)) if keep else None)
                 if not keep and written is not None:
                     written.unlink()
             except (OSError, VideoError) as error:

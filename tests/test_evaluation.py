@@ -64,9 +64,10 @@ def one_action(action: int, num_actions: int) -> ActorCritic:
     return model
 
 
-def first_episode_of_the_test_process(env_name, model, capfd):
-    """test.py's test() plays `model` until it reports its first episode; that event and the line printed."""
-    args = params_from(["--env-name", env_name, "--eval-interval", "0", "--record-every", "0"])
+def first_episode_of_the_test_process(env_name, model, capfd, *flags):
+    """test.py's test() plays `model` until it reports its first episode; that event and the line printed.
+    `flags`: more of main.py's flags (the videos: --run-dir and --record-every)."""
+    args = params_from(["--env-name", env_name, "--eval-interval", "0", "--record-every", "0", *flags])
     link = WorkerLink("test")
     thread = threading.Thread(target=test_process.test, args=(0, args, model), kwargs={"link": link})
     thread.start()
@@ -107,6 +108,14 @@ def test_the_test_process_cuts_a_breakout_episode_that_never_serves_and_says_so(
     kind, _, _, reward, length = event
     assert (kind, reward, length) == ("eval_cut", 0, STALL_STEPS), event  # not a finished game
     assert line.endswith(f"cut short: no FIRE to serve in {STALL_STEPS:,} agent steps"), line
+
+
+def test_the_video_of_an_episode_cut_short_says_so_in_its_name(capfd, tmp_path):
+    flags = ["--run-dir", str(tmp_path), "--record-every", "1"]
+    event, _ = first_episode_of_the_test_process("BreakoutDeterministic-v4", one_action(0, 4), capfd, *flags)
+    assert event[0] == "eval_cut", event
+    names = [path.name for path in (tmp_path / "videos").iterdir()]
+    assert names == ["eval-0000-steps0-reward0-cut-short.mp4"], names  # not a finished game's name
 
 
 def test_the_guard_counts_only_while_the_game_waits_for_a_serve():
