@@ -190,6 +190,25 @@ def training_curve(steps: np.ndarray, rewards: np.ndarray, seconds: np.ndarray, 
     return curve_steps, np.sort(seconds)[len(seconds) - len(curve) :] / 3600, curve
 
 
+def first_reached(steps: np.ndarray, hours: np.ndarray, curve: np.ndarray, level: float):
+    """(agent steps, hours) of a curve's first point at or above `level`; None if it never gets there."""
+    reached = np.flatnonzero(curve >= level)
+    return (int(steps[reached[0]]), float(hours[reached[0]])) if len(reached) else None
+
+
+def levels_reached(csv_path: Path, levels, train_window: int = 100, eval_window: int = 5) -> dict:
+    """When a run first reached each level: {"train": [...], "eval": [...]}, one (steps, hours) or None
+    per level, for the mean of the last `train_window` training games and of the last `eval_window`
+    finished evaluation episodes (greedy, the test process's). A curve of fewer games than its window
+    reaches nothing."""
+    progress, reached = read_progress(csv_path), {}
+    for kind, window in (("train", train_window), ("eval", eval_window)):
+        steps, rewards, seconds = progress[kind]
+        curve = training_curve(steps, rewards, seconds, window) if len(rewards) >= window else ([], [], np.array([]))
+        reached[kind] = [first_reached(*curve, level) for level in levels]
+    return reached
+
+
 def plot_learning_curve(csv_path: Path, png_path: Path, title: str, window: int = 100) -> None:
     """Evaluation rewards and the moving average of training returns, against total agent steps (left)
     and hours of training (right; over all sittings, the pauses between them left out)."""

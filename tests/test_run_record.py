@@ -5,7 +5,7 @@ import gc
 
 import numpy as np
 
-from a3c_extras.run_record import ProgressLog, plot_learning_curve, read_progress, training_curve
+from a3c_extras.run_record import ProgressLog, levels_reached, plot_learning_curve, read_progress, training_curve
 
 # Five training games as progress.csv has them: rows in the order they were written (so their times increase),
 # the steps slightly out of order since each worker writes its own games.
@@ -69,3 +69,24 @@ def test_drawing_the_curve_leaves_no_figure_behind(tmp_path):
         gc.enable()
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert alive == []
+
+
+def test_levels_reached_by_training_return_and_by_evaluations(tmp_path):
+    log = ProgressLog(tmp_path / "progress.csv")
+    for s, r, t in zip(STEPS, RETURNS, SECONDS):
+        log.write("train", t, int(s), 0, float(r), 100)
+    for s, r, t in [(15, 4.0, 50.0), (35, 1.0, 120.0), (45, 9.0, 160.0), (55, 50.0, 190.0)]:
+        log.write("eval", t, s, None, r, 300)
+    log.write("eval_cut", 200.0, 60, None, 90.0, 1000)  # cut short: not a finished game, reaches nothing
+    log.close()
+    reached = levels_reached(tmp_path / "progress.csv", [2.5, 3.5, 4.5, 30], train_window=3, eval_window=2)
+    # training means of the last 3 games by step: 2 at step 30, 3 at 40, 4 at 50
+    assert reached["train"] == [(40, 0.04), (50, 0.05), None, None]
+    # evaluation means of the last 2: 2.5 at step 35 (120 s), 5 at 45 (160 s), 29.5 at 55
+    assert reached["eval"] == [(35, 120 / 3600), (45, 160 / 3600), (45, 160 / 3600), None]
+
+
+def test_a_curve_shorter_than_its_window_reaches_no_level(tmp_path):
+    write_progress(tmp_path / "progress.csv")  # one finished evaluation episode, five training games
+    reached = levels_reached(tmp_path / "progress.csv", [0], train_window=100, eval_window=5)
+    assert reached == {"train": [None], "eval": [None]}

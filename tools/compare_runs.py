@@ -4,7 +4,10 @@
     python tools/compare_runs.py --run "ours=runs/defaults" --reference 0.35e6:6 1.7e6:8.3 --out curve.png
 
 Each curve is the mean raw score of the last 100 training games (as the status line shows it). With
---at, it also prints each run's mean at those agent steps, and the hours it took to get there.
+--at, it also prints each run's mean at those agent steps, and the hours it took to get there; with
+--levels, when each run first reached each score, by its training return and by its greedy evaluations:
+
+    python tools/compare_runs.py --run "recipe=training/breakout-recipe" --levels 100 200 300 --out curve.png
 """
 
 import argparse
@@ -16,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from a3c_extras.cli import fail, one_line_errors  # noqa: E402
-from a3c_extras.run_record import read_progress, training_curve  # noqa: E402
+from a3c_extras.run_record import levels_reached, read_progress, training_curve  # noqa: E402
 
 
 def labelled_run(text: str) -> tuple[str, Path]:
@@ -55,6 +58,15 @@ def main(argv=None) -> int:
         metavar="STEPS",
         help="print each run's mean training return at these agent steps",
     )
+    parser.add_argument(
+        "--levels",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="SCORE",
+        help="print when each run first reached these scores: the mean of its last 100 training games, "
+        "and of its last 5 greedy evaluation episodes",
+    )
     parser.add_argument("--title", default="A3C on Breakout")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = one_line_errors(parser).parse_args(argv)
@@ -78,6 +90,12 @@ def main(argv=None) -> int:
                 print(f"{label}: {curve[index]:.1f} at {at:,.0f} agent steps ({curve_hours[index]:.2f} h)")
             else:
                 print(f"{label}: did not reach {at:,.0f} agent steps (last {curve_steps[-1]:,})")
+        if args.levels:
+            reached = levels_reached(csv_path, args.levels)
+            for kind, words in (("train", "training return (last 100)"), ("eval", "evaluations (last 5)")):
+                for level, first in zip(args.levels, reached[kind]):
+                    when = f"{first[0]:,} agent steps, {first[1]:.1f} h" if first else "not reached"
+                    print(f"{label}: {words} {level:g}: {when}")
     if args.reference:
         ref_steps, ref_scores = zip(*args.reference)
         by_steps.plot(ref_steps, ref_scores, "ks--", markersize=5, label=args.reference_label)
