@@ -32,9 +32,10 @@ def output_size(frames: torch.Tensor, conv) -> tuple[int, int]:
     return (frames.shape[2] + 2 * ph - kh) // sh + 1, (frames.shape[3] + 2 * pw - kw) // sw + 1
 
 
-def patches(frames: torch.Tensor, conv) -> torch.Tensor:
+def patches(frames: torch.Tensor, conv, out: torch.Tensor | None = None) -> torch.Tensor:
     """The input windows the first convolution sees, (n, channels * kh * kw, positions), in the order of
-    conv.weight's elements (channel, row, column): F.unfold's layout, made with one strided copy."""
+    conv.weight's elements (channel, row, column): F.unfold's layout, made with one strided copy (into
+    `out` if given)."""
     n, channels = frames.shape[:2]
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
     padded = F.pad(frames, (pw, pw, ph, ph)).contiguous()
@@ -44,17 +45,22 @@ def patches(frames: torch.Tensor, conv) -> torch.Tensor:
         (n, channels, kh, kw, out_h, out_w),
         (channels * rows * row_stride, rows * row_stride, row_stride, 1, sh * row_stride, sw),
     )
-    return windows.reshape(n, channels * kh * kw, out_h * out_w)
+    if out is None:
+        return windows.reshape(n, channels * kh * kw, out_h * out_w)
+    out.view(windows.shape).copy_(windows)
+    return out
 
 
-def first_conv(frames: torch.Tensor, conv) -> torch.Tensor:
-    """conv(frames) as one batched matrix product over the input windows, channels-last. With one input
-    channel the convolution is a product of 9 x 441 windows with a 9 x 32 matrix per frame, which a
-    matrix product does several times faster than PyTorch's convolution kernel (the same sums)."""
-    n, out = len(frames), conv.out_channels
-    weight = conv.weight.reshape(out, -1).t().expand(n, -1, -1)  # (n, 9, 32)
-    z = torch.baddbmm(conv.bias, patches(frames, conv).transpose(1, 2), weight)  # (n, positions, 32)
-    return z.view(n, *output_size(frames, conv), out).permute(0, 3, 1, 2)  # (n, 32, h, w), channels-last
+def first_conv(windows: torch.Tensor, conv, out: torch.Tensor) -> torch.Tensor:
+    """The first convolution from its input windows (n, 9, positions; `patches`) into `out` (n, 32, h, w),
+    channels-last, as one batched matrix product. With one input channel the convolution is a product of
+    9 x 441 windows with a 9 x 32 matrix per frame, which a matrix product does several times faster than
+    PyTorch's convolution kernel (the same sums)."""
+    n, out_channels = len(windows), conv.out_channels
+    weight = conv.weight.reshape(out_channels, -1).t().expand(n, -1, -1)  # (n, 9, 32)
+    positions = out.permute(0, 2, 3, 1).view(n, -1, out_channels)  # (n, positions, 32): out's memory
+    torch.baddbmm(conv.bias, windows.transpose(1, 2), weight, out=positions)
+    return out
 
 
 def sample_actions(logits: np.ndarray, noise: torch.Tensor) -> list[int]:
@@ -86,8 +92,12 @@ class Rollout:
         self.games = len(hx)
         rows = num_steps + 2  # the steps played, one more for the bootstrap value, the state after it
         shape = (rows, self.games)
-        self.frames = []  # per tick: s_t of the games playing, (n, 1, 42, 42)
-        self.conv_outputs = [[] for _ in range(4)]  # per conv layer, per tick: its output after ELU
+        # What the backward pass through the convolutions needs, one row per step in the order played
+        # (tick after tick, the games playing): the first convolution's input windows, then each conv
+        # layer's output after ELU. Acting writes each tick's rows in place, so the backward pass
+        # reads them as they are, without gathering the ticks into new tensors.
+        self.saved = None  # allocated at the first tick, when the frames' size is known
+        self.rows = [0]  # the first row of each tick, and the end of the last one
         self.features = np.zeros((*shape, lstm.input_size), np.float32)  # x_t, the LSTM's input
         self.gates = np.zeros((*shape, 4 * lstm.hidden_size), np.float32)  # i, f, g, o after squashing
         self.tanh_cx = np.zeros((*shape, lstm.hidden_size), np.float32)  # tanh(c_t)
@@ -108,6 +118,18 @@ class Rollout:
     def ticks(self) -> int:
         return len(self.played)
 
+    def allocate(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Room for every step of the rollout: the first convolution's input windows (rows, 9, positions),
+        then each conv layer's output (rows, 32, h, w), channels-last as the layers compute them."""
+        rows = len(self.hx) * self.games  # num_steps + 2 ticks of K games: the most acting can play
+        conv1 = self.model.conv1
+        windows = frames.shape[1] * conv1.kernel_size[0] * conv1.kernel_size[1]
+        saved, x = [torch.empty(rows, windows, int(np.prod(output_size(frames, conv1))))], frames
+        for conv in convs(self.model):
+            x = torch.empty(rows, conv.out_channels, *output_size(x, conv), memory_format=torch.channels_last)
+            saved.append(x)
+        return saved
+
     @torch.inference_mode()
     def act(self, frames: torch.Tensor, games: list[int]) -> np.ndarray:
         """The forward pass on one frame s_t of each game in `games` (n, 1, 42, 42): returns the
@@ -115,12 +137,17 @@ class Rollout:
         t = self.ticks
         playing = slice(None) if len(games) == self.games else np.asarray(games)  # a view when all play
         self.played.append(t * self.games + np.asarray(games))
-        x = frames
-        self.frames.append(x)
-        for layer, (conv, outputs) in enumerate(zip(convs(self.model), self.conv_outputs)):
-            z = first_conv(x, conv) if layer == 0 else F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
-            x = F.elu_(z)  # ELU in place
-            outputs.append(x)
+        if self.saved is None:
+            self.saved = self.allocate(frames)
+        start, stop = self.rows[-1], self.rows[-1] + len(games)
+        self.rows.append(stop)
+        windows, *outputs = (saved[start:stop] for saved in self.saved)
+        conv1 = self.model.conv1
+        x = first_conv(patches(frames, conv1, out=windows), conv1, out=outputs[0])
+        F.elu_(x)  # ELU in place
+        for conv, output in zip(convs(self.model)[1:], outputs[1:]):
+            z = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+            x = torch.ops.aten.elu.out(z, 1.0, 1.0, 1.0, out=output)  # ELU into the rows kept
         features = x.reshape(len(games), -1).numpy()  # (channel, row, column) order, as forward's view
         self.features[t, playing] = features
         # LSTM cell: the four gates W_ih x_t + W_hh h_{t-1} + b in the order input, forget, cell, output,
@@ -221,7 +248,8 @@ def lstm_backward(rollout: Rollout, ticks: int, grad_hidden: np.ndarray):
 def conv_backward(rollout: Rollout, ticks: int, grad_features: torch.Tensor) -> list[torch.Tensor]:
     """Backpropagation through the four conv + ELU layers for all steps at once, from dL/dx_t.
     Returns the gradients of (conv1.weight, conv1.bias, ..., conv4.bias)."""
-    inputs = [torch.cat(rollout.frames[:ticks])] + [torch.cat(outputs[:ticks]) for outputs in rollout.conv_outputs]
+    stop = rollout.rows[ticks]  # the steps of the first `ticks` ticks, as acting kept them
+    inputs = [saved[:stop] for saved in rollout.saved]  # the first conv's windows, then each layer's output
     # The gradients take the activations' memory layout (channels-last in the workers): with mixed
     # layouts every operator below would first reorder its inputs, at several times the cost.
     grad = torch.empty_like(inputs[-1]).copy_(grad_features.view(inputs[-1].shape))
@@ -251,11 +279,12 @@ def conv_backward(rollout: Rollout, ticks: int, grad_features: torch.Tensor) -> 
     return grads
 
 
-def first_conv_backward(conv, frames: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
-    """The gradients of first_conv's weight and bias from dL/dz (n, 32, h, w), channels-last: per frame
-    the windows (9 x positions) times dL/dz (positions x 32), summed over the frames."""
+def first_conv_backward(conv, windows: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
+    """The gradients of first_conv's weight and bias from its input windows (n, 9, positions) and dL/dz
+    (n, 32, h, w), channels-last: per frame the windows (9 x positions) times dL/dz (positions x 32),
+    summed over the frames."""
     n, out = len(grad), conv.out_channels
     grad_z = grad.permute(0, 2, 3, 1).reshape(n, -1, out)  # (n, positions, 32): a view of channels-last
-    grad_weight = torch.bmm(patches(frames, conv), grad_z).sum(0)  # (9, 32)
+    grad_weight = torch.bmm(windows, grad_z).sum(0)  # (9, 32)
     grad_w = torch.empty_like(conv.weight).copy_(grad_weight.t().reshape(conv.weight.shape))
     return [grad_w, grad_z.sum((0, 1))]
