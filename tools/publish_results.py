@@ -2,6 +2,8 @@
 
     python tools/publish_results.py --run-dir runs/<run> --checkpoint runs/<run>/checkpoint.pt
 
+(another game: --out docs/<game> --pretrained pretrained/<game>.pt --title "...")
+
 writes pretrained/breakout.pt (weights and the run's arguments, no optimizer state: a few MB),
 docs/breakout/progress.csv and learning_curve.png (copied and redrawn from the run), and
 docs/breakout/clip.mp4 and clip.gif: the start of one greedy evaluation episode with the overlay view.
@@ -49,6 +51,7 @@ def main():
     )
     parser.add_argument("--clip-seconds", type=float, default=40)
     parser.add_argument("--gif-seconds", type=float, default=12)
+    parser.add_argument("--title", default=None, help="the curve's title (default: the shipped agent's)")
     args = parser.parse_args()
 
     data = load_checkpoint(args.checkpoint)
@@ -64,7 +67,7 @@ def main():
     plot_learning_curve(
         args.out / "progress.csv",
         args.out / "learning_curve.png",
-        f"A3C on {data['args']['env_name']}; the shipped agent: {data['counter']:,} agent steps",
+        args.title or f"A3C on {data['args']['env_name']}; the shipped agent: {data['counter']:,} agent steps",
     )
 
     with tempfile.TemporaryDirectory() as tmp:
