@@ -32,10 +32,10 @@ def output_size(frames: torch.Tensor, conv) -> tuple[int, int]:
     return (frames.shape[2] + 2 * ph - kh) // sh + 1, (frames.shape[3] + 2 * pw - kw) // sw + 1
 
 
-def patches(frames: torch.Tensor, conv, out: torch.Tensor | None = None) -> torch.Tensor:
+def patches(frames: torch.Tensor, conv, out: torch.Tensor) -> torch.Tensor:
     """The input windows the first convolution sees, (n, channels * kh * kw, positions), in the order of
-    conv.weight's elements (channel, row, column): F.unfold's layout, made with one strided copy (into
-    `out` if given)."""
+    conv.weight's elements (channel, row, column): F.unfold's layout, made with one strided copy into
+    `out`."""
     n, channels = frames.shape[:2]
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
     padded = F.pad(frames, (pw, pw, ph, ph)).contiguous()
@@ -45,8 +45,6 @@ def patches(frames: torch.Tensor, conv, out: torch.Tensor | None = None) -> torc
         (n, channels, kh, kw, out_h, out_w),
         (channels * rows * row_stride, rows * row_stride, row_stride, 1, sh * row_stride, sw),
     )
-    if out is None:
-        return windows.reshape(n, channels * kh * kw, out_h * out_w)
     out.view(windows.shape).copy_(windows)
     return out
 
