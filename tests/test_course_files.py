@@ -178,6 +178,7 @@ def test_the_course_create_atari_env_with_video_records_an_mp4(tmp_path, monkeyp
             env.step(1)
     env.reset()
     names = sorted(p.name for p in (tmp_path / "test").iterdir())
-    assert names == ["episode-000000-reward0.mp4", "episode-000001-reward0.mp4"], names  # episode 2: not a cube
+    # episode 2: not a cube; each episode here is reset after 30 steps, before its game ends: cut short
+    assert names == ["episode-000000-reward0-cut-short.mp4", "episode-000001-reward0-cut-short.mp4"], names
     with av.open(str(tmp_path / "test" / names[0])) as container:
         assert sum(1 for _ in container.decode(video=0)) == 30  # one frame per agent step
