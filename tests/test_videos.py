@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from a3c_extras.checkpoints import checkpoint as checkpoint_of
 from a3c_extras.checkpoints import save_checkpoint
 from a3c_extras.evaluation import play_episode
 from envs import create_atari_env
-from helpers import params_from
+from helpers import LiveRun, no_run_left_behind, params_from  # noqa: F401 (the fixture stops every run)
 from model import ActorCritic
 
 ROOT = Path(__file__).resolve().parents[1]  # the commands run from the repository root
@@ -337,29 +338,28 @@ def test_evaluation_of_a_missing_checkpoint_is_one_line_and_status_2(tmp_path):
 
 def test_training_run_records_evaluation_videos_named_by_steps_and_reward(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_command(
-        "main.py",
+    run = LiveRun(
         "--num-processes",
         "1",
-        "--max-steps",
-        "400",
         "--record-every",
         "1",
         "--eval-interval",
         "0",
         "--run-dir",
         str(run_dir),
-        "--save-interval",
-        "1000",
-        "--fire-reset",  # the game serves itself: the untrained agent's games end within the budget
+        "--fire-reset",  # the game serves itself: the untrained agent's games end
     )
-    assert result.returncode == 0, result.stderr
+    # The event, not a step budget: the test process has printed its first finished episode.
+    finished_line = r"^Time .*, episode length (\d+), num steps \d+, FPS \d+$"  # not cut short
+    run.wait_for(finished_line)
+    os.killpg(run.proc.pid, signal.SIGINT)
+    assert run.wait(timeout=60) == 0, run.errors
     names = sorted(p.name for p in (run_dir / "videos").iterdir())
     finished = [n for n in names if re.fullmatch(r"eval-\d{4}-steps\d+-reward-?\d+(\.\d+)?\.mp4", n)]
     assert finished, names
     assert not [n for n in names if n.endswith(".part")], names  # the test process closed its last video
     # The first evaluation's video has one frame per step of the episode it printed.
-    first_length = int(re.search(r"episode length (\d+)", result.stdout).group(1))
+    first_length = int(next(m.group(1) for line in run.lines if (m := re.search(finished_line, line))))
     codec, _, width, height, _, frames = decode(run_dir / "videos" / finished[0])
     assert (codec, width, height, len(frames)) == ("h264", 160, 210, first_length)
 
