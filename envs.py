@@ -11,7 +11,7 @@ from a3c_extras import atari, fast_frames, monitor  #+ what the course did not h
 # Taken from https://github.com/openai/universe-starter-agent
 
 
-def create_atari_env(env_id, video=False, link=None):  #+ link: the run's side (a3c_extras/supervision.py)
+def create_atari_env(env_id, video=False, link=None):  #+ link: the run's side (a3c_extras/links.py)
     if getattr(link, "make_env", None) is not None:  #+ the tests' small game in place of Atari
         return link.make_env(link.params)  #+
     env = atari.make(env_id, video, link)  #+ gym.make(env_id), with today's ids and the run's --life-loss, --fire-reset

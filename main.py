@@ -52,11 +52,11 @@ if __name__ == '__main__':  #+ the spawn start method (macOS, Windows) imports t
         optimizer = None  #+
     run = supervision.Run(params, shared_model, optimizer)  #+ resume, the run's record, budgets, Ctrl-C
     processes = []
-    p = mp.Process(target=run.child(test), args=(params.num_processes, params, shared_model))  #+ run.child(test)
+    p = mp.Process(target=run.test_process(test), args=(params.num_processes, params, shared_model))  #+ run.test_process(test)
     p.start()
     processes.append(p)
     for rank in range(0, params.num_processes):
-        p = mp.Process(target=run.child(train), args=(rank, params, shared_model, optimizer))  #+ run.child(train)
+        p = mp.Process(target=run.worker(train), args=(rank, params, shared_model, optimizer))  #+ run.worker(train)
         p.start()
         processes.append(p)
     sys.exit(run.supervise(processes))  #+ for p in processes: p.join(), and a clean end (a3c_extras/supervision.py)

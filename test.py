@@ -14,11 +14,11 @@ from model import ActorCritic
 import time
 from collections import deque
 import sys  #+
-from a3c_extras import monitor, stall, supervision  #+ what the course did not have (a3c_extras/)
+from a3c_extras import links, monitor, stall  #+ what the course did not have (a3c_extras/)
 
 
-def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_extras/supervision.py)
-    params, link = supervision.connect(params, link, "test")  #+ defaults of what params lacks; stop, record
+def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_extras/links.py)
+    params, link = links.connect(params, link, "test")  #+ defaults of what params lacks; stop, record
     torch.manual_seed(params.seed + rank)
     torch.set_num_threads(1)  #+ one thread: the cores are the workers'
     env = create_atari_env(params.env_name, video=True, link=link)  #+ link: where videos go, the departures

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from envs import create_atari_env
 from model import ActorCritic
 import torch.optim as optim  #+ --no-shared: a plain Adam per worker
-from a3c_extras import fast_worker, schedule, supervision  #+ what the course did not have (a3c_extras/)
+from a3c_extras import fast_worker, links, schedule  #+ what the course did not have (a3c_extras/)
 
 
 def ensure_shared_grads(model, shared_model):
@@ -21,8 +21,8 @@ def ensure_shared_grads(model, shared_model):
         shared_param._grad = param.grad
 
 
-def train(rank, params, shared_model, optimizer, link=None):  #+ link: the run's side (a3c_extras/supervision.py)
-    params, link = supervision.connect(params, link)  #+ defaults of what params lacks; stop, step count, record
+def train(rank, params, shared_model, optimizer, link=None):  #+ link: the run's side (a3c_extras/links.py)
+    params, link = links.connect(params, link)  #+ defaults of what params lacks; stop, step count, record
     torch.manual_seed(params.seed + rank)
     torch.set_num_threads(1)  #+ N workers share the cores, not N x cores threads
     env = create_atari_env(params.env_name, link=link)  #+ link: the run's departures, the tests' game

@@ -1,28 +1,18 @@
 """One A3C run over every machine of a Ray cluster: python main.py --ray-address auto (or HOST:PORT, or local).
 
-Hogwild inside each machine, Downpour-style syncs between machines (cluster_actors.py): one Group actor per machine
-runs --num-processes `train` workers on that machine's shared model, and a ParameterServer actor on this machine holds
-the global weights. This process (the driver) does what supervision.Run does on one machine: resume, budgets,
-checkpoints, progress.csv, the curve and the status line, and it runs the test process, which plays the global
-weights. Twice a second it asks every group, without waiting, for its games, its steps and its health.
-
-Faults: a worker that dies inside a group is replaced there, as on one machine. A machine whose group dies (its
-process killed) is started again by Ray and rejoins with the global weights, with a line on stderr; one that died
-more than --max-restarts times within --restart-window seconds, or that stays silent for SILENCE_LIMIT seconds (or
-START_TIMEOUT while it restarts: the machine down), is dropped, and the run goes on with the others: what that
-machine learnt up to its last sync is in the global weights, at most one sync interval of its work is lost. The
-run stops with a checkpoint and exit status 1 when no machine is left, when the parameter server dies, or when a
-worker dies too often inside a group.
-
-Ray is imported by connect(), so importing this module loads no Ray.
-"""
+Hogwild inside each machine, Downpour-style syncs between machines (cluster_actors.py): a Group actor per machine runs
+--num-processes `train` workers on that machine's shared model; a ParameterServer actor here holds the global weights.
+This process (the driver) runs supervision.Run's loop as on one machine, with the test process playing the global
+weights, and polls every group twice a second without waiting. A worker that dies is replaced inside its group; a
+group that dies is started again by Ray and rejoins with the global weights, unless the restart policy gives up on
+it or it stays silent (SILENCE_LIMIT; START_TIMEOUT while it restarts): then it is dropped and the others go on, its
+work up to its last sync kept. The run stops with status 1 when no machine is left or the parameter server dies.
+Ray is imported by connect(), so importing this module loads no Ray."""
 
 import logging
 import os
 import socket
-import sys
 import time
-from collections import deque
 from pathlib import Path
 from statistics import median
 from types import SimpleNamespace
@@ -35,6 +25,8 @@ from a3c_extras import supervision
 from a3c_extras.cli import fail
 from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights
 from a3c_extras.errors import first_line, why_actor_died
+from a3c_extras.events import GaveUp, MachineLost, MachineRejoined, Restarted
+from a3c_extras.restarts import RestartPolicy
 from a3c_extras.shared import shared_model_and_optimizer
 
 LOOPBACK = "127.0.0.1"
@@ -116,275 +108,227 @@ def spaces_of(env) -> SimpleNamespace:
     return SimpleNamespace(observation_space=env.observation_space, action_space=env.action_space)
 
 
-class Machines:
-    """The driver's side of the cluster: the parameter server and one group per machine, polled without waiting."""
+def actor_errors():
+    """Ray's errors of a call to an actor that died or did not answer in time."""
+    from ray.exceptions import GetTimeoutError, RayActorError
 
-    def __init__(
-        self,
-        ray,
-        args,
-        spaces,
-        shared_model,
-        optimizer,
-        steps: int,
-        *,
-        model_class,
-        optimizer_class,
-        train,
-        make_env=None,
-        nodes=None,
-    ):
-        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+    return RayActorError, GetTimeoutError
 
-        self.ray, self.args, self.start_steps = ray, args, steps
-        self.actor_errors = (RayActorError, GetTimeoutError)
-        self.restarting_error = ActorUnavailableError
-        nodes = training_nodes(ray) if nodes is None else nodes
-        if not nodes:
-            raise ClusterError("the Ray cluster has no node with CPUs")
-        self.names = [f"machine {i} ({node['NodeManagerAddress']})" for i, node in enumerate(nodes)]
+
+class GlobalWeights:
+    """The driver's view of the parameter server: the global weights, copied into `shared_model` (the test process
+    plays them) as often as the server answers, and its step counts: `total`, the run's, and `synced`, each machine's
+    share of this sitting. A server that does not answer ends the run (GaveUp)."""
+
+    def __init__(self, ray, shared_model, optimizer, steps: int, machines: int, emit):
         here = ray.get_runtime_context().get_node_id()
-        server_name = f"a3c-parameter-server-{os.getpid()}-{time.time_ns()}"
+        self.name = f"a3c-parameter-server-{os.getpid()}-{time.time_ns()}"  # how the groups find it
+        statistics = optimizer.state_dict() if optimizer is not None else None
         self.server = (
             ray.remote(num_cpus=0)(ParameterServer)
-            .options(scheduling_strategy=on_node(here), name=server_name)
-            .remote(
-                flat_weights(shared_model).numpy(),
-                steps,
-                len(nodes),
-                optimizer.state_dict() if optimizer is not None else None,
-            )
+            .options(scheduling_strategy=on_node(here), name=self.name)
+            .remote(flat_weights(shared_model).numpy(), steps, machines, statistics)
         )
-        # Each group takes the weights and statistics from the server. Groups take no CPU from Ray's count: their
-        # workers are processes of their own, which Ray does not schedule; the node affinity puts one on each machine.
-        # Ray restarts a group whose process died, as often as it takes; this driver counts the deaths and drops a
-        # group that died more than --max-restarts times within --restart-window seconds, as on one machine.
+        self.ray, self.shared_model, self.emit = ray, shared_model, emit
+        self.total, self.synced, self.asked, self.gone = steps, [0] * machines, None, False
+
+    def pull(self, timeout: float | None = None) -> bool:
+        """Take the server's last answer if it is in (with a timeout: wait for a new one), and ask again; False
+        if the server is gone."""
+        if self.gone:
+            return False
+        try:
+            if timeout is not None:
+                self.apply(self.ray.get(self.server.pull.remote(), timeout=timeout))
+            elif self.asked is not None:
+                if not self.ray.wait([self.asked], timeout=0)[0]:
+                    return True
+                self.apply(self.ray.get(self.asked))
+        except actor_errors() as error:
+            self.gone = True
+            self.emit(GaveUp("the parameter server", why_actor_died(error)))
+            return False
+        self.asked = self.server.pull.remote()
+        return True
+
+    def apply(self, pulled) -> None:
+        weights, self.total, self.synced = pulled
+        copy_flat_(self.shared_model, torch.from_numpy(np.array(weights)))  # a copy: Ray's array is read-only
+
+
+class Machines:
+    """The driver's side of the cluster: one group per machine and the parameter server (`weights`), polled without
+    waiting. What they tell goes to `emit` with the rest of the run's events: their workers' events, and each
+    machine restarted (the restart policy, as for a child on one machine), rejoined or lost."""
+
+    def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, emit, nodes=None, **group_options):
+        nodes = nodes or training_nodes(ray)
+        if not nodes:
+            raise ClusterError("the Ray cluster has no node with CPUs")
+        self.ray, self.emit, self.optimizer = ray, emit, optimizer
+        self.names = [f"machine {i} ({node['NodeManagerAddress']})" for i, node in enumerate(nodes)]
+        self.weights = GlobalWeights(ray, shared_model, optimizer, steps, len(nodes), emit)
+        # A group takes no CPU from Ray's count (its workers are processes of its own, which Ray does not schedule);
+        # the node affinity puts one on each machine. Ray restarts a group whose process died, as often as it takes.
         group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
         self.groups = [
             group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
                 index=i,
-                name=self.names[i],
+                name=name,
                 params=args,
                 spaces=spaces,
-                server=server_name,
-                model_class=model_class,
-                optimizer_class=optimizer_class,
-                train=train,
+                server=self.weights.name,
                 first_rank=i * args.num_processes,
-                make_env=make_env,
-            )
-            for i, node in enumerate(nodes)
+                **group_options,
+            )  # fmt: skip
+            for i, (name, node) in enumerate(zip(self.names, nodes))
         ]
-        self.workers = len(nodes) * args.num_processes
-        self.alive = set(range(len(nodes)))
-        self.steps_of = [0] * len(nodes)  # each machine's steps in this sitting
-        self.sync_ms = [[] for _ in nodes]  # recent round trips of each machine's syncs
-        self.pending = {}  # machine -> (its poll in flight, when it was asked)
-        self.pending_pull = None
-        self.failure = None  # (name, why) that ends the run
-        self.lost = {}
-        self.deaths = [deque() for _ in nodes]  # when each machine's group died, within the restart window
-        self.restarting = {}  # machine -> when its group died, until it answers again
+        self.workers, self.policy = (
+            len(nodes) * args.num_processes,
+            RestartPolicy(args.max_restarts, args.restart_window),
+        )
+        self.alive, self.lost, self.sync_ms = set(range(len(nodes))), [], [[] for _ in nodes]
+        self.pending, self.restarting = {}, {}  # machine -> (its poll, asked when); machine -> when its group died
         self.pids = [None] * len(nodes)  # each group's process, as its last report gave it
-        self.restarts = [0] * len(nodes)
-        for i, ready in enumerate([g.ready.remote() for g in self.groups]):
+        for name, ready in zip(self.names, [g.ready.remote() for g in self.groups]):
             try:
                 ray.get(ready, timeout=START_TIMEOUT)
-            except self.actor_errors as error:
-                raise ClusterError(f"{self.names[i]} could not start its workers: {why_actor_died(error)}")
+            except actor_errors() as error:
+                raise ClusterError(f"{name} could not start its workers: {why_actor_died(error)}")
 
-    def steps(self) -> int:
-        return self.start_steps + sum(self.steps_of)
+    def poll(self) -> None:
+        """Take the answers of every group that answered since the last call, and the server's; ask them again."""
+        from ray.exceptions import ActorUnavailableError
 
-    def take(self, i: int, report, handle) -> None:
+        for i in self.alive - set(self.pending):
+            self.pending[i] = (self.groups[i].poll.remote(), time.monotonic())
+        refs = [ref for ref, _ in self.pending.values()]
+        ready = self.ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
+        for i, (ref, asked) in list(self.pending.items()):
+            if ref in ready:
+                del self.pending[i]
+                try:
+                    self.take(i, self.ray.get(ref))
+                except actor_errors() as error:
+                    if i not in self.restarting:  # else: a call to the group that died, or before it is back
+                        restarting = isinstance(error, ActorUnavailableError)
+                        self.died(i, "its process ended" if restarting else why_actor_died(error))
+            elif i in self.restarting:
+                if time.monotonic() - self.restarting[i] > START_TIMEOUT:
+                    self.lose(i, f"not back within {START_TIMEOUT} s of its restart")
+            elif time.monotonic() - asked > SILENCE_LIMIT:
+                self.lose(i, f"no answer for {SILENCE_LIMIT} s")
+        self.weights.pull()
+
+    def take(self, i: int, report) -> None:
         restarted = self.pids[i] is not None and report.pid != self.pids[i]  # Ray restarted the group
         if restarted and i not in self.restarting:  # its death went unnoticed: the calls went to its successor
-            self.died(i, "its process ended", handle)
+            self.died(i, "its process ended")
             if i not in self.alive:
                 return
         if i in self.restarting and (restarted or self.pids[i] is None):
             del self.restarting[i]
-            self.steps_of[i] = report.steps  # counting again from its steps that reached the server
-            print(f"main.py: {self.names[i]} rejoined with the global weights", file=sys.stderr, flush=True)
-        self.pids[i] = report.pid
+            self.emit(MachineRejoined(self.names[i]))
+        self.pids[i], self.sync_ms[i] = report.pid, (self.sync_ms[i] + report.sync_ms)[-20:]
         for event in report.events:
-            handle(event)
-        self.steps_of[i] = max(self.steps_of[i], report.steps)
-        self.sync_ms[i] = (self.sync_ms[i] + report.sync_ms)[-20:]
-        if report.dead and self.failure is None:
-            self.failure = report.dead
+            self.emit(event)
 
-    def died(self, i: int, why: str, handle) -> None:
-        """A machine's group died: Ray starts it again, unless it died too often (then it is dropped)."""
-        now = time.time()
-        deaths = self.deaths[i]
-        deaths.append(now)
-        while deaths and deaths[0] < now - self.args.restart_window:
-            deaths.popleft()
-        if len(deaths) > self.args.max_restarts:
-            self.lose(i, f"{why} (died {len(deaths)} times within {self.args.restart_window:g} s)")
+    def died(self, i: int, why: str) -> None:
+        """A machine's group died: Ray starts it again, unless the restart policy gives up on it (then it is lost)."""
+        gave_up = self.policy.died(self.names[i], why)
+        if gave_up is not None:
+            self.lose(i, gave_up)
             return
-        self.restarting[i] = now
-        self.restarts[i] += 1
-        handle(("restart", self.names[i], why, self.restarts[i]))
+        self.restarting[i] = time.monotonic()
+        self.emit(Restarted(self.names[i], why, self.policy.restarts[self.names[i]]))
 
     def lose(self, i: int, why: str) -> None:
         """A machine's group is gone: drop it; the others go on, or the run stops when none is left."""
         self.alive.discard(i)
         self.pending.pop(i, None)
         self.ray.kill(self.groups[i])  # if it was only silent: it must not train on alone
-        self.lost[i] = why
+        self.lost.append(i)
         left = f"the run goes on with {len(self.alive)} of {len(self.names)} machines" if self.alive else "none is left"
-        print(f"main.py: {self.names[i]} lost: {self.lost[i]}; {left}", file=sys.stderr, flush=True)
-        if not self.alive and self.failure is None:
-            self.failure = ("every machine", "lost (" + "; ".join(self.names[j] for j in self.lost) + ")")
+        self.emit(MachineLost(self.names[i], why, left))
+        if not self.alive:
+            self.emit(GaveUp("every machine", "lost (" + "; ".join(self.names[j] for j in self.lost) + ")"))
 
-    def poll(self, handle) -> None:
-        """Hand `handle` the events of every group that answered since the last call; ask those again."""
-        for i in self.alive:
-            if i not in self.pending:
-                self.pending[i] = (self.groups[i].poll.remote(), time.time())
-        if not self.pending:
-            return
-        refs = [ref for ref, _ in self.pending.values()]
-        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
-        for i, (ref, asked) in list(self.pending.items()):
-            if ref in ready:
-                del self.pending[i]
-                try:
-                    self.take(i, self.ray.get(ref), handle)
-                except self.actor_errors as error:
-                    if i not in self.restarting:  # else: a call to the group that died, or before it is back
-                        restarting = isinstance(error, self.restarting_error)
-                        self.died(i, "its process ended" if restarting else why_actor_died(error), handle)
-            elif i in self.restarting:
-                if time.time() - self.restarting[i] > START_TIMEOUT:
-                    self.lose(i, f"not back within {START_TIMEOUT} s of its restart")
-            elif time.time() - asked > SILENCE_LIMIT:
-                self.lose(i, f"no answer for {SILENCE_LIMIT} s")
-
-    def refresh(self, shared_model) -> None:
-        """Copy the global weights into shared_model when the last pull has answered; ask again."""
-        if self.pending_pull is not None:
-            ready, _ = self.ray.wait([self.pending_pull], timeout=0)
-            if not ready:
-                return
-            try:
-                self._apply(self.ray.get(self.pending_pull), shared_model)
-            except self.actor_errors as error:
-                self._server_died(error)
-                return
-        self.pending_pull = self.server.pull.remote()
-
-    def _apply(self, pulled, shared_model) -> int:
-        weights, total, synced_steps = pulled
-        copy_flat_(shared_model, torch.from_numpy(np.array(weights)))  # a copy: Ray's array is read-only
-        for i, synced in enumerate(synced_steps):
-            # A machine's last poll may predate its last sync; the count must never fall behind any group's view
-            # of it (else workers stop at the budget before the driver sees it reached). A lost machine's steps
-            # count only as far as its work reached the global weights.
-            self.steps_of[i] = synced if i in self.lost else max(self.steps_of[i], synced)
-        return total
-
-    def _server_died(self, error) -> None:
-        if self.failure is None:
-            self.failure = ("the parameter server", why_actor_died(error))
-
-    def pull_into(self, shared_model, optimizer) -> int | None:
-        """Global weights and one machine's SharedAdam statistics into the driver's copies, for a checkpoint;
-        returns the steps they are of (None if the server is gone: the copies keep what they last had)."""
+    def pull_for_checkpoint(self) -> bool:
+        """The global weights and steps, and one machine's SharedAdam statistics into the driver's optimizer, for a
+        checkpoint; False if the server is gone (the driver's copies keep what they last had)."""
         for i in sorted(self.alive):
             try:
                 state = self.ray.get(self.groups[i].optimizer_state.remote(), timeout=CALL_TIMEOUT)
-            except self.actor_errors:
+            except actor_errors():
                 continue
-            if optimizer is not None and state:
-                optimizer.load_state_dict(state)
+            if self.optimizer is not None and state:
+                self.optimizer.load_state_dict(state)
             break
-        try:
-            return self._apply(self.ray.get(self.server.pull.remote(), timeout=CALL_TIMEOUT), shared_model)
-        except self.actor_errors as error:
-            self._server_died(error)
-            return None
+        return self.weights.pull(timeout=CALL_TIMEOUT)
 
-    def stop(self, handle) -> None:
+    def stop(self) -> None:
         """Stop every group (each syncs its last updates first) and take what they still had to tell."""
         stops = {i: self.groups[i].stop.remote() for i in self.alive}
         for i, ref in stops.items():
             try:
                 if i in self.pending:  # answered before the stop: the actor runs calls in order
-                    self.take(i, self.ray.get(self.pending.pop(i)[0], timeout=CALL_TIMEOUT), handle)
-                report = self.ray.get(ref, timeout=CALL_TIMEOUT)
-            except self.actor_errors as error:
+                    self.take(i, self.ray.get(self.pending.pop(i)[0], timeout=CALL_TIMEOUT))
+                self.take(i, self.ray.get(ref, timeout=CALL_TIMEOUT))
+            except actor_errors() as error:
                 self.lose(i, why_actor_died(error))
-                continue
-            report.dead = None  # workers the stop itself had to kill are no failure
-            self.take(i, report, handle)
 
     def describe(self, seconds: float) -> str:
-        """Per machine: steps/s over `seconds`, and the median round trip of its recent syncs."""
+        """Per machine: steps/s over `seconds` (as far as its work reached the server), its syncs' round trip."""
         parts = []
         for i, name in enumerate(self.names):
-            if i in self.lost:
-                parts.append(f"{name} lost")
-                continue
             sync = f", sync {median(self.sync_ms[i]):.0f} ms" if self.sync_ms[i] else ""
-            parts.append(f"{name} {self.steps_of[i] / max(seconds, 1e-9):,.0f} steps/s{sync}")
+            rate = f"{self.weights.synced[i] / max(seconds, 1e-9):,.0f} steps/s{sync}"
+            parts.append(f"{name} {'lost' if i in self.lost else rate}")
         return ", ".join(parts)
 
     def shutdown(self) -> None:
-        for actor in [*self.groups, self.server]:
+        for actor in [*self.groups, self.weights.server]:
             self.ray.kill(actor)
 
 
 class ClusterRun(supervision.Run):
-    """supervision.Run over the machines: the same record, budgets and checkpoints, of the global weights."""
+    """supervision.Run over the machines: the same jobs and record, of the global weights and the server's count."""
 
-    def __init__(self, args, shared_model, optimizer, nodes: list):
-        self.nodes = nodes
+    def __init__(self, args, shared_model, optimizer):
         super().__init__(args, shared_model, optimizer, ctx=mp.get_context("spawn"))  # no fork beside Ray's threads
         self.machines = None
 
-    def workers_description(self) -> str:
-        machines, workers = len(self.nodes), self.args.num_processes
-        return f"{machines} machine{'s' * (machines != 1)} x {workers} worker{'s' * (workers != 1)}"
-
-    def start_machines(self, ray, env, model_class, optimizer_class, train) -> int:
+    def start_machines(self, ray, env, nodes, **group_options) -> int:
         """One group per machine, from the weights and statistics this run starts from; returns the workers."""
+        spaces = spaces_of(env)
+        args, start = self.args, self.start_steps
         self.machines = Machines(
-            ray,
-            self.args,
-            spaces_of(env),
-            self.shared_model,
-            self.optimizer,
-            self.counter_start,
-            model_class=model_class,
-            optimizer_class=optimizer_class,
-            train=train,
-            nodes=self.nodes,
+            ray, args, spaces, self.shared_model, self.optimizer, start, self.emit, nodes=nodes, **group_options
         )
-        print(f"Machines: {', '.join(self.machines.names)}; each syncs every {self.args.sync_interval:g} s", flush=True)
+        print(f"Machines: {', '.join(self.machines.names)}; each syncs every {args.sync_interval:g} s", flush=True)
         return self.machines.workers
 
-    def keep_up(self):
-        self.machines.poll(self.handle)
-        self.machines.refresh(self.shared_model)  # the test process plays the global weights
-        self.shared.base.value = self.machines.steps()  # the run's count (the test process adds none)
+    def headline(self) -> str:
+        machines, workers = len(self.machines.names), self.args.num_processes
+        where = f"{machines} machine{'s' * (machines != 1)} x {workers} worker{'s' * (workers != 1)}"
+        return super().headline().replace(f"{workers} workers", where, 1)
 
-    def failure(self):
-        return super().failure() or self.machines.failure
+    def tick(self) -> None:
+        super().tick()
+        self.machines.poll()  # the test process plays the global weights
+        self.counts.base.value = self.machines.weights.total  # the run's count (the test process adds none)
 
-    def stop_children(self):
-        self.machines.stop(self.handle)  # first: the groups' last syncs
-        super().stop_children()
+    def stop_sources(self) -> None:
+        self.machines.stop()  # first: the groups' last syncs
+        super().stop_sources()
 
-    def save_all(self, steps=None, final: bool = False) -> bool:
-        synced = self.machines.pull_into(self.shared_model, self.optimizer)
-        self.shared.base.value = self.machines.steps()
-        return super().save_all(synced if synced is not None else self.steps(), final)
+    def save(self, steps=None, final: bool = False) -> bool:
+        if self.machines.pull_for_checkpoint():
+            self.counts.base.value = self.machines.weights.total
+        return super().save(steps, final)
 
-    def status_line(self) -> str:
-        return f"{super().status_line()} | {self.machines.describe(time.time() - self.start_time)}"
+    def describe(self) -> str:
+        return self.machines.describe(self.sitting_seconds())
 
 
 def main(args, model_class, optimizer_class, create_atari_env, train, test) -> int:
@@ -400,12 +344,15 @@ def main(args, model_class, optimizer_class, create_atari_env, train, test) -> i
         torch.manual_seed(args.seed)
         env = create_atari_env(args.env_name)
         shared_model, optimizer = shared_model_and_optimizer(args, env, model_class, optimizer_class)
-        run = ClusterRun(args, shared_model, optimizer, training_nodes(ray))
+        run = ClusterRun(args, shared_model, optimizer)
         try:
-            workers = run.start_machines(ray, env, model_class, optimizer_class, train)
+            options = {"model_class": model_class, "optimizer_class": optimizer_class, "train": train}
+            workers = run.start_machines(ray, env, training_nodes(ray), **options)
         except ClusterError as error:
             fail(f"main.py: error: {error}")
-        test_process = mp.get_context("spawn").Process(target=run.child(test), args=(workers, args, shared_model))
+        test_process = mp.get_context("spawn").Process(
+            target=run.test_process(test, rank=workers), args=(workers, args, shared_model)
+        )
         test_process.start()
         return run.supervise([test_process])
     finally:

@@ -8,8 +8,8 @@ the global weights and answers with them; the group takes them, plus whatever it
 trip. Every worker's update reaches the global weights once, at most one interval late (Downpour-style, as in
 Dean et al. 2012, but with the same interval for pushing and fetching).
 
-A group's workers are supervised as on one machine: one that dies is replaced, one that dies too often stops the
-run. A group whose process dies is restarted by Ray (--max-restarts times) and rejoins with the global weights.
+A group's workers are supervised as on one machine (a3c_extras/pool.py): one that dies is replaced, one that dies too
+often stops the run. A group whose process dies is restarted by Ray and rejoins with the global weights.
 
 These classes are plain Python; cluster.py makes them Ray actors (ray.remote), so importing this module loads no Ray.
 """
@@ -17,16 +17,19 @@ These classes are plain Python; cluster.py makes them Ray actors (ray.remote), s
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
 
 from a3c_extras.errors import first_line
+from a3c_extras.events import GaveUp
 from a3c_extras.links import SharedCounts
+from a3c_extras.pool import ChildSpec, Pool
+from a3c_extras.restarts import RestartPolicy
 from a3c_extras.shared import shared_model_and_optimizer
-from a3c_extras.supervision import Children, load_shared
+from a3c_extras.supervision import load_shared
 
 
 def flat_weights(model) -> torch.Tensor:
@@ -66,8 +69,8 @@ class ParameterServer:
         self.optimizer_state = optimizer_state  # the SharedAdam statistics the run started from
 
     def start_state(self):
-        """What a group starts from: the global weights and steps, its own synced steps, the first statistics."""
-        return self.weights, self.steps, self.synced_steps, self.optimizer_state
+        """What a group starts from: the global weights and steps, and the statistics the run started from."""
+        return self.weights, self.steps, self.optimizer_state
 
     def sync(self, machine: int, delta: np.ndarray, steps: int):
         """Add what one machine's weights moved and the steps it took; answer with the global weights and steps."""
@@ -80,20 +83,18 @@ class ParameterServer:
         return self.weights, self.steps, self.synced_steps
 
 
-@dataclass
-class Report:
-    """What a group tells the driver at each poll."""
+class Report(NamedTuple):
+    """What a group tells the driver at each poll: since the last one, its workers' and its pool's events (GaveUp
+    too, and its sync's failure) and its syncs' round trips; and its process (another one: Ray restarted it)."""
 
-    events: list  # the workers' events since the last poll, as supervision.Run handles them (restarts included)
-    steps: int  # agent steps this group took in this sitting
-    dead: tuple | None  # (name, why) of a worker that died too often, or of the sync thread's failure
-    sync_ms: list = field(default_factory=list)  # round trips of the syncs since the last poll
-    pid: int = 0  # the group's process: another one means that Ray restarted the group
+    events: list
+    sync_ms: list
+    pid: int
 
 
 class Group:
-    """One machine's Hogwild: a shared model and SharedAdam, N `train` workers supervised as on one machine
-    (supervision.Children: a worker that dies is replaced), and a thread syncing with the server. Workers are
+    """One machine's Hogwild: a shared model and SharedAdam, N `train` workers in a pool as on one machine (a worker
+    that dies is replaced), and a thread syncing with the server. Workers are
     started with the spawn method: forking a process that runs Ray's threads is unsafe.
 
     A group starts from the server's weights and step count (or, in tests, from model_state and steps): when Ray
@@ -125,11 +126,9 @@ class Group:
         self.index, self.name, self.args, self.server = index, name, params, server
         self.interval = params.sync_interval
         self.model, self.optimizer = shared_model_and_optimizer(params, spaces, model_class, optimizer_class)
-        self.own_steps = 0  # this group's steps that reached the server, this sitting
         if model_state is None:  # from the server: at the first start as after a restart, the global weights
-            weights, steps, synced, optimizer_state = self.start_state()
+            weights, steps, optimizer_state = self.start_state()
             copy_flat_(self.model, torch.from_numpy(np.array(weights)))
-            self.own_steps = synced[index]
             model_state = self.model.state_dict()
         load_shared(self.model, self.optimizer, model_state, optimizer_state)
         self.at_last_sync = flat_weights(self.model)  # what the server knows of this group
@@ -139,23 +138,19 @@ class Group:
         # ahead of the true count, so a worker never stops early at the budget.
         self.shared = SharedCounts(ctx, params.num_processes, base=steps)
         self.counted = 0  # the workers' steps (sum of their slots) that the server already knows of
-        self.outbox, self.sync_ms, self.sync_failure = [], [], None
+        self.outbox, self.sync_ms, self.sync_failed = [], [], False
         self.stopping = threading.Event()  # the sync thread's, inside this process only
-        self.children = Children(
-            ctx,
-            self.shared,
-            self.outbox.append,
-            max_restarts=params.max_restarts,
-            restart_window=params.restart_window,
-            link_options={"make_env": make_env, "max_steps": params.max_steps, "max_nonfinite": params.max_nonfinite},
-        )
+        policy = RestartPolicy(params.max_restarts, params.restart_window)
+        options = {"make_env": make_env, "max_steps": params.max_steps, "max_nonfinite": params.max_nonfinite}
+        self.pool = Pool(ctx, self.shared, self.outbox.append, policy, options)
         for rank in range(first_rank, first_rank + params.num_processes):
-            self.children.start(train, (rank, params, self.model, self.optimizer), name=f"{name} worker {rank}")
+            args = (rank, params, self.model, self.optimizer)
+            self.pool.start(ChildSpec("worker", rank, train, args, where=f"{name} "))
         self.syncer = threading.Thread(target=self._sync_every_interval, daemon=True)
         self.syncer.start()
 
     def ready(self) -> int:
-        return len(self.children.children)
+        return len(self.pool.children)
 
     def start_state(self):
         import ray
@@ -178,41 +173,40 @@ class Group:
         merged = torch.from_numpy(np.array(merged))  # a copy: Ray's array is read-only
         add_flat_(self.model, merged - snapshot)  # = merged + what the workers moved since the snapshot
         self.at_last_sync = merged
-        self.own_steps += seen - self.counted
         self.counted = seen
         self.shared.base.value = total - seen  # one write: the workers' view is now total + their steps since
 
-    def _sync_or_record(self) -> bool:
-        """Sync; a failure (the server is gone, or a bug) is kept for the driver, which then stops the run."""
+    def _sync_or_give_up(self) -> bool:
+        """Sync; a failure (the server is gone, or a bug) is told to the driver (GaveUp), which stops the run."""
         try:
             self.sync()
             return True
         except Exception as error:
-            self.sync_failure = (f"{self.name} sync", f"{type(error).__name__}: {first_line(error)}")
+            self.sync_failed = True
+            self.outbox.append(GaveUp(f"{self.name} sync", f"{type(error).__name__}: {first_line(error)}"))
             return False
 
     def _sync_every_interval(self) -> None:
-        while not self.stopping.wait(self.interval) and self._sync_or_record():
+        while not self.stopping.wait(self.interval) and self._sync_or_give_up():
             pass
 
-    def _report(self, dead) -> Report:
-        steps = self.own_steps + sum(self.shared.steps[:]) - self.counted
+    def _report(self) -> Report:
         events, self.outbox[:] = list(self.outbox), []
         sync_ms, self.sync_ms = self.sync_ms, []
-        return Report(events, steps, dead, sync_ms, os.getpid())
+        return Report(events, sync_ms, os.getpid())
 
     def poll(self) -> Report:
-        self.children.poll(0)
-        return self._report(self.children.failure or self.sync_failure)
+        self.pool.poll(0)
+        return self._report()
 
     def stop(self) -> Report:
         """Stop the workers, then sync once more: what they learnt since the last sync is not lost."""
         self.stopping.set()
         self.syncer.join()
-        self.children.stop()
-        if self.sync_failure is None:
-            self._sync_or_record()
-        return self._report(None)
+        self.pool.stop()
+        if not self.sync_failed:
+            self._sync_or_give_up()
+        return self._report()
 
     def optimizer_state(self) -> dict | None:
         return self.optimizer.state_dict() if self.optimizer is not None else None

@@ -9,12 +9,16 @@ run, and it does not wait on the disk (a thread of TensorBoard's writer does the
 import sys
 
 from a3c_extras.errors import first_line
+from a3c_extras.events import EvalEpisode, Losses, Speed, TrainGame
+from a3c_extras.jobs import Job
 
 FLUSH_SECS = 30  # how often the writer's thread puts what it has on disk, for a TensorBoard that is watching
 MAX_QUEUE = 1000  # events waiting for the writer's thread: the caller waits only once that many are behind
 
 
-class Dashboard:
+class Dashboard(Job):
+    """One of the run's jobs (a3c_extras/jobs.py): each event that has a chart is drawn as it comes."""
+
     def __init__(self, run_dir, flush_secs: float = FLUSH_SECS):
         self.run_dir = str(run_dir)
         self.writer = None
@@ -28,6 +32,20 @@ class Dashboard:
     @property
     def on(self) -> bool:
         return self.writer is not None
+
+    def on_event(self, event) -> None:
+        if isinstance(event, TrainGame):
+            self.train_game(event.steps, event.ret, event.length)
+        elif isinstance(event, EvalEpisode):
+            chart = self.eval_cut_short if event.cut_short else self.eval_episode
+            chart(event.steps, event.reward, event.length)
+        elif isinstance(event, Losses):
+            self.losses(event.steps, event.policy, event.value, event.entropy, event.grad_norm)
+        elif isinstance(event, Speed):
+            self.speed(event.steps, event.sps, event.lr)
+
+    def on_end(self) -> None:
+        self.close()
 
     def train_game(self, steps: int, ret: float, length: int) -> None:
         """A training game ended: its return and its length in agent steps."""

@@ -4,9 +4,10 @@ a child killed at any moment, in any state, leaves nothing the supervisor waits 
 - the stop flag: one shared byte the children poll;
 - the step count: one slot per child, written by that child alone; the run's total is the sum (plus a base: the
   steps of earlier sittings, or on a cluster the global count at the machine's last sync);
-- the events (games, evaluations, loss averages, errors): a pipe per child, written by a thread of the child's own so
-  that playing never waits on the supervisor, and read by the supervisor without blocking (a frame cut short by a
-  kill is dropped with the pipe).
+- the events (a3c_extras/events.py: games, evaluations, loss averages, errors): a pipe per child, one message a
+  frame (its length, then a pickled list of events), written by a thread of the child's own (Sender) so that playing
+  never waits on the supervisor, and read by the supervisor without blocking (Inbox; a frame cut short by a kill is
+  dropped with the pipe).
 """
 
 import ctypes
@@ -19,10 +20,11 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
-from a3c_extras.checkpoints import checkpoint, save_checkpoint
-from a3c_extras.errors import describe_os_error, where_raised
+from a3c_extras.best import BestWeights
+from a3c_extras.cli import complete
+from a3c_extras.errors import where_raised
+from a3c_extras.events import ChildError, EvalEpisode, Losses, NonFinite, TrainGame, WriteFailed
 
 FRAME = struct.Struct("!I")  # each message on a child's pipe: its length, then a pickled list of events
 SEND_EVERY = 0.25  # seconds between a child's batches of events
@@ -44,7 +46,6 @@ class SharedCounts:
         self.stop = ctx.RawValue("b", 0)
         self.base = ctx.RawValue("q", base)
         self.steps = ctx.RawArray("q", max(slots, 1))
-        self.ranks = ctx.RawArray("q", [-1] * max(slots, 1))  # each child's first argument (its rank), from it
         self.best = ctx.RawValue("d", -math.inf if best is None else best)
 
     def total(self) -> int:
@@ -70,7 +71,7 @@ class WorkerLink:
         self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
         self.sender = None
         self.params = None  # train's and test's params, completed (connect())
-        self.recent_rewards = deque(maxlen=1000)  # the test process's latest evaluation episodes
+        self.best = None  # the test process's best.pt
         self.start_steps = 0  # the run's steps when the child connected
 
     @classmethod
@@ -119,7 +120,7 @@ class WorkerLink:
 
     # ---------------------------------------------------------------- what a child tells
 
-    def report(self, *event) -> None:
+    def report(self, event) -> None:
         """Queue an event for the supervisor; never blocks (the child's sender thread writes the pipe)."""
         if self.shared is not None and self.writer is None:
             return  # counts shared, events told to no one (benchmarks)
@@ -135,7 +136,7 @@ class WorkerLink:
         self.game_return[game] = self.game_return.get(game, 0.0) + reward
         self.game_length[game] = self.game_length.get(game, 0) + 1
         if done and info.get("game_over", True):
-            self.report("train", rank, self.total_steps(), self.game_return.pop(game), self.game_length.pop(game))
+            self.report(TrainGame(rank, self.total_steps(), self.game_return.pop(game), self.game_length.pop(game)))
 
     def update(self, rank: int, policy_loss, value_loss, entropy, grad_norm) -> bool:
         """After backward and clipping: whether the update may go to the shared model. One whose losses or
@@ -148,7 +149,7 @@ class WorkerLink:
         if not all(math.isfinite(v) for v in values):
             self.skipped += 1
             self.skipped_in_a_row += 1
-            self.report("nonfinite", rank, self.skipped)
+            self.report(NonFinite(rank, self.skipped))
             if self.skipped_in_a_row >= self.max_nonfinite:
                 raise FloatingPointError(f"{self.skipped_in_a_row} updates in a row had a non-finite loss or gradient")
             return False
@@ -156,40 +157,38 @@ class WorkerLink:
         self.loss_sums = [s + v for s, v in zip(self.loss_sums, values)]
         self.loss_count += 1
         if time.time() - self.losses_sent >= LOSSES_EVERY:
-            self.report("losses", rank, self.total_steps(), *(s / self.loss_count for s in self.loss_sums))
+            self.report(Losses(rank, self.total_steps(), *(s / self.loss_count for s in self.loss_sums)))
             self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
         return True
 
     def evaluation(
         self, rank: int, num_steps: int, reward: float, length: int, model, params, cut_short: bool = False
     ) -> None:
-        """After an evaluation episode: report it, and save best.pt when the mean of the last
-        params.best_window episodes (--best-window) is the best so far: one lucky game does not decide
-        (in the deterministic game a greedy agent may replay one memorised game). The weights saved are
-        the latest of the window; a failed write is reported, never the end of the test process. An episode
-        the stuck-agent guard cut short (a3c_extras/stall.py) is reported as such ("eval_cut") and is not a
-        finished game: it does not count in best.pt's mean."""
-        self.report("eval_cut" if cut_short else "eval", rank, num_steps, reward, length)
-        if cut_short:
-            return
-        self.recent_rewards.append(reward)
-        window = params.best_window
-        if self.shared is None or len(self.recent_rewards) < window:
-            return
-        score = sum(list(self.recent_rewards)[-window:]) / window
-        if score <= self.shared.best.value:
-            return
-        self.shared.best.value = score  # written by the test process alone
-        path = Path(self.best_path or Path(params.run_dir) / "best.pt")
-        try:
-            save_checkpoint(path, checkpoint(model, None, num_steps, None, score, params))
-        except Exception as error:  # noqa: BLE001 - a full disk, a read-only directory: training goes on
-            self.report("write_failed", path.name, describe_os_error(error))
+        """After an evaluation episode: report it, and keep best.pt (a3c_extras/best.py). An episode the stuck-agent
+        guard cut short (a3c_extras/stall.py) is no finished game: it does not count in best.pt's mean."""
+        self.report(EvalEpisode(num_steps, reward, length, cut_short))
+        if self.shared is not None and not cut_short:
+            self.best = self.best or BestWeights(self.shared.best, self.best_path)
+            why = self.best.add(reward, num_steps, model, params)
+            if why is not None:
+                self.report(WriteFailed("best.pt", why))
 
     def close(self, timeout: float = 5) -> None:
         """Send what is still queued (up to `timeout` seconds)."""
         if self.sender is not None:
             self.sender.flush(timeout)
+
+
+def connect(params, link: WorkerLink | None = None, name: str = "worker"):
+    """What train and test do first: params completed with the defaults of every field they lack (a learner's
+    own Params has the course's eight), and the link to the run, or one to no run that ends this process when
+    its parent ends (the course's main.py body starts the children so)."""
+    params = complete(params)
+    if link is None:
+        link = WorkerLink(name, max_steps=params.max_steps, max_nonfinite=params.max_nonfinite)
+        watch_parent()
+    link.params, link.start_steps = params, link.total_steps()
+    return params, link
 
 
 class Sender:
@@ -230,32 +229,60 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def child_name(target, args) -> str:
-    """A child's name in every line about it: the test process, or the worker of its rank."""
-    return "test" if getattr(target, "__name__", "") == "test" else f"worker {args[0]}"
+class Inbox:
+    """The supervisor's end of a child's pipe: whatever it holds now, read without waiting, as whole messages."""
+
+    def __init__(self, reader):
+        self.reader, self.buffer = reader, b""  # buffer: the bytes of a message not yet whole
+        os.set_blocking(reader.fileno(), False)
+
+    def fileno(self) -> int:
+        return self.reader.fileno()
+
+    def read(self) -> list:
+        for _ in range(64):  # a bounded loop: a child that talks fast cannot hold the supervisor here
+            try:
+                data = os.read(self.reader.fileno(), 1 << 16)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self.buffer += data
+        events = []
+        while len(self.buffer) >= FRAME.size:
+            (size,) = FRAME.unpack_from(self.buffer)
+            if len(self.buffer) < FRAME.size + size:
+                break
+            payload, self.buffer = self.buffer[FRAME.size : FRAME.size + size], self.buffer[FRAME.size + size :]
+            try:
+                events += pickle.loads(payload)
+            except Exception:  # noqa: BLE001 - cannot happen with one writer per pipe; dropped if it does
+                continue
+        return events
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 class ChildBody:
     """The target of every child process (picklable, for fork and spawn alike): Ctrl-C is the main process's
-    business; the child ends if its parent disappears; an exception is reported in one line; then
-    `target(*args, link=link)`."""
+    business; the child ends if its parent disappears; an exception is told in one line (ChildError); then
+    `target(*args, link=link)`. `name` is the one the pool gave it: "test", "worker 3"."""
 
-    def __init__(self, target, link: WorkerLink, name: str | None = None):
+    def __init__(self, target, link: WorkerLink, name: str):
         self.target, self.link, self.name = target, link, name
 
     def __call__(self, *args):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         link = self.link
-        if link.shared is not None and args and isinstance(args[0], int):
-            link.shared.ranks[link.slot] = args[0]  # first: what a replacement of this child is started with
-        link.name = self.name or child_name(self.target, args)
+        link.name = self.name
         name_process(f"a3c {link.name}")
         watch_parent()
         try:
             self.target(*args, link=link)
         except Exception as error:
-            link.report("error", link.name, where_raised(error))
+            link.report(ChildError(link.name, where_raised(error)))
             link.close(timeout=2)
             sys.exit(1)
         link.close()

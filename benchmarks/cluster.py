@@ -42,6 +42,7 @@ from a3c_extras.cli import (  # noqa: E402
     number,
     read_command_line,  # noqa: E402
 )
+from a3c_extras.events import GaveUp  # noqa: E402
 from a3c_extras.shared import shared_model_and_optimizer  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from main import Params  # noqa: E402
@@ -101,21 +102,13 @@ def cpu_split(before: dict, after: dict, seconds: float) -> tuple[float, float]:
     return used[True] / seconds, used[False] / seconds
 
 
-def start_machines(ray, training):
-    """The run's groups on the cluster's machines, from a fresh shared model, as main.py's cluster path starts them."""
+def start_machines(ray, training, heard: list):
+    """The run's groups on the cluster's machines, from a fresh shared model, as main.py's cluster path starts them;
+    their events go to `heard`."""
     env = create_atari_env(training.env_name)
     shared_model, optimizer = shared_model_and_optimizer(training, env, ActorCritic, SharedAdam)
-    return cluster.Machines(
-        ray,
-        training,
-        cluster.spaces_of(env),
-        shared_model,
-        optimizer,
-        0,
-        model_class=ActorCritic,
-        optimizer_class=SharedAdam,
-        train=train,
-    )
+    options = {"model_class": ActorCritic, "optimizer_class": SharedAdam, "train": train}
+    return cluster.Machines(ray, training, cluster.spaces_of(env), shared_model, optimizer, 0, heard.append, **options)
 
 
 def run_layout(nodes: int, args) -> dict:
@@ -129,29 +122,33 @@ def run_layout(nodes: int, args) -> dict:
             Params(), ["--num-processes", str(per_node), "--sync-interval", str(args.sync_interval)]
         )
         torch.manual_seed(training.seed)
-        machines = start_machines(ray, training)
+        heard = []
+        machines = start_machines(ray, training, heard)
         round_trips = []
 
         def poll_for(seconds: float) -> None:
             end = time.time() + seconds
             while time.time() < end:
-                machines.poll(lambda event: None)
+                machines.poll()
                 round_trips.extend(ms for times in machines.sync_ms for ms in times)
                 machines.sync_ms = [[] for _ in machines.sync_ms]
                 time.sleep(0.5)
 
         poll_for(args.warmup)
-        before, started, cpu_before = list(machines.steps_of), time.time(), cpu_seconds()
+        before, started, cpu_before = list(machines.weights.synced), time.time(), cpu_seconds()
         driver_before = sum(psutil.Process().cpu_times()[:2])
         round_trips.clear()
         poll_for(args.measure)
         seconds = time.time() - started
         workers_cores, others_cores = cpu_split(cpu_before, cpu_seconds(), seconds)
         others_cores += (sum(psutil.Process().cpu_times()[:2]) - driver_before) / seconds  # the driver's own
-        rates = [(after - b) / seconds for after, b in zip(machines.steps_of, before)]
-        machines.stop(lambda event: None)
-        if machines.failure:
-            fail(f"cluster.py: error: {machines.failure[0]} died: {machines.failure[1]}")
+        rates = [
+            (after - b) / seconds for after, b in zip(machines.weights.synced, before)
+        ]  # as far as the server knows
+        machines.stop()
+        failure = next((event for event in heard if isinstance(event, GaveUp)), None)
+        if failure:
+            fail(f"cluster.py: error: {failure.name} died: {failure.why}")
         per_machine = ", ".join(f"{name} {rate:,.0f}" for name, rate in zip(machines.names, rates))
         return {
             "steps_per_s": sum(rates),
@@ -175,7 +172,7 @@ def quiet_syncs(args) -> tuple[list[float], list[float]]:
     try:
         training = read_command_line(Params(), ["--sync-interval", "3600"])  # no sync but those timed here
         training.num_processes = 0  # groups without workers: only the syncs run
-        machines = start_machines(ray, training)
+        machines = start_machines(ray, training, [])
         second = machines.groups[1]
         time.sleep(5)  # Ray starts some Python workers of its own after a node starts: let them settle
         ray.get([second.sync.remote() for _ in range(10)])  # warm-up

@@ -61,10 +61,11 @@ class LiveRun:
         for line in stream:
             into.append(line.rstrip("\n"))
 
-    def wait_for(self, pattern, timeout=120):
+    def wait_for(self, pattern, timeout=120, stream="lines"):
+        """Until a line of stdout (or of stderr: stream="errors") matches `pattern`."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(re.search(pattern, line) for line in self.lines):
+            if any(re.search(pattern, line) for line in getattr(self, stream)):
                 return
             if self.proc.poll() is not None:
                 break

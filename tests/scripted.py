@@ -9,7 +9,7 @@ import torch
 from gymnasium.spaces import Box, Discrete
 
 import a3c_extras.fast_worker
-from a3c_extras.supervision import WorkerLink
+from a3c_extras.links import WorkerLink
 from model import ActorCritic
 from train import train
 

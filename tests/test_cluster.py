@@ -26,6 +26,7 @@ import my_optim
 from a3c_extras import cli, cluster
 from a3c_extras.checkpoints import load_checkpoint
 from a3c_extras.cluster_actors import Group, ParameterServer, flat_weights
+from a3c_extras.events import GaveUp, MachineLost
 from catch import Catch, make_catch
 from conftest import ROOT
 from helpers import (  # noqa: F401 (the fixture stops every run)
@@ -223,7 +224,7 @@ def test_a_sync_adds_every_machines_moves_to_the_global_weights_once():
         torch.testing.assert_close(torch.from_numpy(server.weights), w0 + 3.5)
         torch.testing.assert_close(flat_weights(a.model), w0 + 4.0)  # w0 + 3.5, and another 0.5 meanwhile
         assert server.steps == 167 and server.synced_steps == [27, 40]
-        assert a.poll().steps == 27 + 7 and b.poll().steps == 40
+        assert a.shared.total() == 167 + 7 and b.shared.total() == 160  # a: and the 7 steps of this round trip
     finally:
         for group in (a, b):
             group.stopping.set()
@@ -238,35 +239,32 @@ def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
     shared_model, optimizer = shared_model_and_optimizer(args, env)
     assert greedy_return(shared_model) < -0.3  # the weights the machines start from play at chance
     ray = cluster.connect(ray_cluster.address)
-    machines = None
+    machines, heard = None, []
     try:
+        options = {"model_class": ActorCritic, "optimizer_class": my_optim.SharedAdam, "train": train}
+        spaces = cluster.spaces_of(env)
         machines = cluster.Machines(
-            ray,
-            args,
-            cluster.spaces_of(env),
-            shared_model,
-            optimizer,
-            0,
-            model_class=ActorCritic,
-            optimizer_class=my_optim.SharedAdam,
-            train=train,
-            make_env=make_catch,
+            ray, args, spaces, shared_model, optimizer, 0, heard.append, **options, make_env=make_catch
         )
         assert len(machines.names) == 2
         deadline = time.time() + 180
-        while machines.steps() < args.max_steps and machines.failure is None and time.time() < deadline:
-            machines.poll(lambda event: None)
+        while machines.weights.total < args.max_steps and not any(isinstance(e, GaveUp) for e in heard):
+            assert time.time() < deadline, heard
+            machines.poll()
             time.sleep(0.5)
-        machines.stop(lambda event: None)
-        assert machines.failure is None and not machines.lost
-        steps = machines.pull_into(shared_model, optimizer)
+        machines.stop()
+        assert not any(isinstance(e, GaveUp | MachineLost) for e in heard), heard
+        assert machines.pull_for_checkpoint()  # the global weights into shared_model
+        steps = machines.weights.total
     finally:
         if machines is not None:
             machines.shutdown()
         ray.shutdown()
-    assert steps >= 20_000 and all(s > 5_000 for s in machines.steps_of), machines.steps_of  # both machines played
+    assert steps >= 20_000 and all(s > 5_000 for s in machines.weights.synced), (
+        machines.weights.synced
+    )  # both machines played
     score = greedy_return(shared_model)
-    print(f"greedy return {score:.3f} after {steps:,} steps ({machines.steps_of})")
+    print(f"greedy return {score:.3f} after {steps:,} steps ({machines.weights.synced})")
     assert score > 0.5, f"greedy return after {steps} steps through the cluster: {score}; chance is about -0.73"
 
 

@@ -13,10 +13,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from a3c_extras.dashboard import Dashboard
+from a3c_extras.events import EvalEpisode, Losses, Speed, TrainGame
 from a3c_extras.supervision import Run
 from catch import Catch, make_catch
-from conftest import ROOT
-from helpers import params_from, shared_model_and_optimizer
+from helpers import LiveRun, no_run_left_behind, params_from, shared_model_and_optimizer  # noqa: F401 (the fixture stops every run)
 
 TAGS = {
     "charts/episodic_return",
@@ -38,13 +38,13 @@ LOOPBACK = "127.0.0.1"
 
 
 def write_some(dashboard: Dashboard, steps: list[int]) -> None:
-    for s in steps:
-        dashboard.train_game(s, ret=s / 100, length=s // 10)
-        dashboard.speed(s, sps=900.0, lr=1e-4)
-        dashboard.losses(s, policy_loss=-0.5, value_loss=2.0, entropy=1.3, grad_norm=40.0)
-        dashboard.eval_episode(s, reward=7.0, length=500)
-        dashboard.eval_cut_short(s, reward=0.0, length=1000)
-    dashboard.close()
+    for s in steps:  # as the run's loop hands them on (a3c_extras/jobs.py)
+        dashboard.on_event(TrainGame(0, s, ret=s / 100, length=s // 10))
+        dashboard.on_event(Speed(s, sps=900.0, lr=1e-4))
+        dashboard.on_event(Losses(0, s, policy=-0.5, value=2.0, entropy=1.3, grad_norm=40.0))
+        dashboard.on_event(EvalEpisode(s, reward=7.0, length=500))
+        dashboard.on_event(EvalEpisode(s, reward=0.0, length=1000, cut_short=True))
+    dashboard.on_end()
 
 
 def scalars(run_dir) -> dict[str, list]:
@@ -144,29 +144,23 @@ def test_the_charts_are_on_unless_no_tensorboard():
     assert params_from(["--no-tensorboard"]).no_tensorboard is True
 
 
-def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
-    """main.py itself: after a short run every chart is there with increasing steps (one worker, so the
-    games arrive in step order); after --resume the steps go on past the first sitting's."""
-    common = [
-        "--num-processes",
-        "1",
-        "--eval-interval",
-        "0",
-        "--record-every",
-        "0",
-        "--status-interval",
-        "1",
-        "--run-dir",
-        str(tmp_path),
-    ]
-    first = subprocess.run(
-        [sys.executable, "main.py", *common, "--max-steps", "6000"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def sitting(tmp_path, *argv) -> None:
+    """main.py on one worker until its test process has finished an episode and a training game was counted in
+    a status line (the events the charts are made of), then Ctrl-C: a sitting ended by events, not by a budget."""
+    run = LiveRun(
+        "--num-processes", "1", "--eval-interval", "0", "--record-every", "0", "--status-interval", "1", *argv
     )
-    assert first.returncode == 0, first.stderr
+    run.wait_for(r"^Time ", timeout=180)
+    run.wait_for(r"train return \(last", timeout=180)
+    time.sleep(1.5)  # one more status line: its speed
+    os.killpg(run.proc.pid, signal.SIGINT)
+    assert run.wait(timeout=60) == 0, run.errors
+
+
+def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
+    """main.py itself: after a sitting every chart is there with increasing steps (one worker, so the games arrive
+    in step order); after --resume the steps go on past the first sitting's."""
+    sitting(tmp_path, "--run-dir", str(tmp_path))
     charts = scalars(tmp_path)
     # the test process's episodes: finished games, or cut short if this untrained agent never serves
     assert TAGS - EVAL_TAGS - CUT_TAGS <= set(charts) <= TAGS, set(charts) ^ TAGS
@@ -175,14 +169,7 @@ def test_a_run_writes_every_chart_and_a_resume_continues_them(tmp_path):
         steps = [e.step for e in charts[tag]]
         assert steps == sorted(steps) and steps[-1] > 0, tag
     end_of_first = max(e.step for e in charts["charts/episodic_return"])
-    second = subprocess.run(
-        [sys.executable, "main.py", "--resume", str(tmp_path), "--max-steps", "12000"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert second.returncode == 0, second.stderr
+    sitting(tmp_path, "--resume", str(tmp_path))
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
     resumed = [e.step for e in scalars(tmp_path)["charts/episodic_return"]]
     assert resumed == sorted(resumed) and resumed[-1] > end_of_first
@@ -199,7 +186,7 @@ def test_a_run_shorter_than_the_status_interval_ends_with_its_speed_and_learning
     """charts/SPS and charts/learning_rate come every --status-interval (30 s); the end of a run writes the
     last ones, so a short run has them too."""
     run = short_run(tmp_path, "--max-steps", "5000", "--lr", "0.0003")
-    run.keep_up = lambda: run.shared.steps.__setitem__(0, 5000)  # the workers' 5,000 steps, at once
+    run.tick = lambda: run.counts.steps.__setitem__(0, 5000)  # the workers' 5,000 steps, at once
     assert run.supervise([]) == 0
     charts = scalars(tmp_path)
     assert [(e.step, e.value) for e in charts["charts/learning_rate"]] == [(5000, pytest.approx(0.0003))]
@@ -209,9 +196,9 @@ def test_a_run_shorter_than_the_status_interval_ends_with_its_speed_and_learning
 def test_an_evaluation_cut_short_is_recorded_as_such(tmp_path, capsys):
     """Not the evaluation's score: its own kind in progress.csv, its own charts, and said so in the status line."""
     run = short_run(tmp_path, "--max-steps", "100")
-    run.handle(("eval", 1, 40, 3.0, 250))
-    run.handle(("eval_cut", 1, 80, 0.0, 1000))
-    run.keep_up = lambda: run.shared.steps.__setitem__(0, 100)
+    run.emit(EvalEpisode(40, 3.0, 250))
+    run.emit(EvalEpisode(80, 0.0, 1000, cut_short=True))
+    run.tick = lambda: run.counts.steps.__setitem__(0, 100)
     assert run.supervise([]) == 0
     rows = (tmp_path / "progress.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["eval", "eval_cut"] and rows[2].endswith(",80,,0.0,1000")

@@ -113,7 +113,7 @@ def test_the_test_process_cuts_a_breakout_episode_that_never_serves_and_says_so(
 def test_the_video_of_an_episode_cut_short_says_so_in_its_name(capfd, tmp_path):
     flags = ["--run-dir", str(tmp_path), "--record-every", "1"]
     event, _ = first_episode_of_the_test_process("BreakoutDeterministic-v4", one_action(0, 4), capfd, *flags)
-    assert event[0] == "eval_cut", event
+    assert event.cut_short, event
     names = [path.name for path in (tmp_path / "videos").iterdir()]
     assert names == ["eval-0000-steps0-reward0-cut-short.mp4"], names  # not a finished game's name
 
@@ -203,7 +203,7 @@ def test_episodes_cut_short_do_not_count_in_best_pt_s_mean(tmp_path):
 
 def test_the_test_process_plays_whole_games_when_training_ends_episodes_at_a_lost_life():
     """--life-loss is a training departure: the test process's episode is the whole game (five lives)."""
-    from a3c_extras.supervision import connect
+    from a3c_extras.links import connect
 
     params = SimpleNamespace(env_name="BreakoutDeterministic-v4", life_loss=True, fire_reset=True)
     for name, lives_per_episode in (("worker 0", 1), ("test", 5)):

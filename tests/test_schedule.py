@@ -11,8 +11,8 @@ from gymnasium.spaces import Discrete
 
 import my_optim
 from a3c_extras.checkpoints import checkpoint, save_checkpoint
+from a3c_extras.links import WorkerLink
 from a3c_extras.schedule import learning_rate
-from a3c_extras.supervision import WorkerLink
 from catch import Catch
 from conftest import ROOT
 from helpers import params_from

@@ -6,8 +6,9 @@ from gymnasium.spaces import Discrete
 
 import my_optim
 from a3c_extras import fast_worker
+from a3c_extras.events import NonFinite, TrainGame
 from a3c_extras.fast_worker import a3c_loss
-from a3c_extras.supervision import WorkerLink
+from a3c_extras.links import WorkerLink
 from catch import Catch, make_catch
 from helpers import greedy_return, params_from, run_workers
 from model import ActorCritic
@@ -71,8 +72,7 @@ def test_non_finite_update_is_skipped_and_weights_stay_finite(args):
     before = [p.detach().clone() for p in shared_model.parameters()]
     link = _link(args, _catch_env)
     train(0, args, shared_model, optimizer, link=link)
-    kinds = [e[0] for e in link.events]
-    assert kinds.count("nonfinite") == 1  # the one update with the NaN reward
+    assert sum(isinstance(e, NonFinite) for e in link.events) == 1  # the one update with the NaN reward
     assert all(torch.isfinite(p).all() for p in shared_model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, shared_model.parameters()))  # the others applied
     # Every Catch episode is one 6-step rollout: all of them but one stepped the optimizer.
@@ -142,7 +142,7 @@ def test_rewards_are_clipped_for_learning_but_recorded_raw(args, monkeypatch):
     train(0, args, shared_model, optimizer, link=link)
     assert len(seen) >= 300
     assert set(seen) <= {-1.0, 0.0, 1.0} and {-1.0, 1.0} & set(seen)  # every dot ends in a clipped +-1
-    game_returns = [event[3] for event in link.events if event[0] == "train"]
+    game_returns = [event.ret for event in link.events if isinstance(event, TrainGame)]
     assert len(game_returns) >= 300 // 6 - 1
     assert set(game_returns) <= {-5.0, 5.0}  # one dot per game, its raw score
 
@@ -155,9 +155,9 @@ def test_each_game_of_a_worker_keeps_its_own_record(args):
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=args.lr)
     link = _link(args, make_catch)
     train(0, args, shared_model, optimizer, link=link)
-    games = [event for event in link.events if event[0] == "train"]
+    games = [event for event in link.events if isinstance(event, TrainGame)]
     assert len(games) >= 300 // 6 - 3
-    assert {(game_return, length) for _, _, _, game_return, length in games} <= {(-1.0, 6), (1.0, 6)}
+    assert {(game.ret, game.length) for game in games} <= {(-1.0, 6), (1.0, 6)}
     # One update per rollout of the three games, and three games end in each (6 steps per dot).
     assert optimizer.state[next(shared_model.parameters())]["step"].item() == len(games) // 3
 
