@@ -3,6 +3,7 @@ here imports them (the model, the environment and the course's functions are pas
 
     atari         environment ids of today's ALE, the opt-in life-loss and fire-reset wrappers
     fast_frames   the course's frame processing, bit for bit, at a fraction of the cost
+    large_frames  --frame-size 80 on the course's own path: its frames without their last shrink to 42x42
     sizes         the network's opt-in sizes (--frame-size, --lstm-size), as the run's params and checkpoints carry them
     fast_rollout  acting that keeps its activations, and the backward pass written out for them
     fast_adam     SharedAdam's step in PyTorch's fused kernel

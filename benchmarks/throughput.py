@@ -66,7 +66,7 @@ TARGETS = {"speedup_vs_classic": 4.0, "fraction_of_ceiling": 0.62}  # at K = 16 
 # printed less the emulator and the frames inside it ("wrappers")
 TIMED = {
     "env": [(AtariEnv, "step"), (AtariEnv, "reset")],
-    "frames": [(fast_frames.Rescale42x42, "observation"), (fast_frames.Normalized, "observation")],
+    "frames": [(fast_frames.Rescale, "observation"), (fast_frames.Normalized, "observation")],
     "game": [(fast_worker.Game, "step")],
     "forward": [(Rollout, "act"), (fast_worker, "sample_actions")],
     "backward": [(fast_worker, "batch_loss"), (torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_")],
