@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from a3c_extras import sizes
 from a3c_extras.atari import UnknownEnvError, options, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, load_checkpoint
 from a3c_extras.cli import fail, number, one_line_errors
@@ -147,14 +148,24 @@ def evaluate(args, model_class, make_env) -> dict:
     saved = data["args"]
     env_name = args.env_name or saved["env_name"]
     resolve_env_id(env_name)
-    env = make_env(env_name, link=options(render=bool(args.record), fire_reset=saved.get("fire_reset", False)))
+    network = sizes.of(saved)  # the checkpoint's network: its frames and its LSTM
+    link = options(
+        render=bool(args.record), fire_reset=saved.get("fire_reset", False), frame_size=network["frame_size"]
+    )
+    env = make_env(env_name, link=link)
     data = load_checkpoint(args.checkpoint, num_actions=env.action_space.n)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # one game, batches of one: more threads only wait on each other (or a busy core)
     env.reset(seed=args.seed)
     env.action_space.seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = model_class(env.observation_space.shape[0], env.action_space)
+    model = model_class(env.observation_space.shape[0], env.action_space, **network)
+    mismatch = sizes.weights_mismatch(model, data["model"])
+    if mismatch:
+        raise CheckpointError(
+            f"{args.checkpoint} does not hold the network its arguments describe "
+            f"({sizes.describe(network)}): {mismatch}"
+        )
     model.load_state_dict(data["model"])
     model.eval()
     max_length = args.max_episode_length or saved.get("max_episode_length", 1_000_000)

@@ -3,6 +3,7 @@ stuck-agent guard (a3c_extras/stall.py) in the test process and the evaluation c
 process chooses best.pt."""
 
 import json
+import re
 import threading
 import time
 from types import SimpleNamespace
@@ -215,3 +216,25 @@ def test_the_test_process_plays_whole_games_when_training_ends_episodes_at_a_los
             _, _, terminated, truncated, _ = env.step(0)  # NOOP: FIRE serves after each lost life
             done = terminated or truncated
         assert lives_at_start - env.unwrapped.ale.lives() == lives_per_episode, name
+
+
+def test_the_evaluation_command_rebuilds_the_network_of_a_checkpoint_s_sizes(tmp_path, capsys):
+    """A checkpoint of an 80x80 / LSTM 512 run plays with that network on 80x80 frames (a 42x42 frame or
+    a 256 LSTM would not fit its weights)."""
+    args = params_from(["--frame-size", "80", "--lstm-size", "512", "--run-dir", str(tmp_path)])
+    model = ActorCritic(1, Discrete(4), frame_size=80, lstm_size=512)
+    save_checkpoint(tmp_path / "large.pt", checkpoint(model, None, 0, 0, None, args))
+    argv = ["--checkpoint", str(tmp_path / "large.pt"), "--episodes", "1", "--max-episode-length", "30"]
+    assert evaluation.main(ActorCritic, create_atari_env, argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.match(r"Episode 1/1: episode reward [\d.]+, episode length 30, ", lines[0]), lines
+
+
+def test_a_checkpoint_whose_weights_are_not_its_arguments_network_is_one_line_and_status_2(tmp_path, capsys):
+    args = params_from(["--frame-size", "80", "--run-dir", str(tmp_path)])
+    save_checkpoint(tmp_path / "odd.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args))
+    with pytest.raises(SystemExit) as exit_:
+        evaluation.main(ActorCritic, create_atari_env, ["--checkpoint", str(tmp_path / "odd.pt")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "A.L.E" not in line and "Stella" not in line]
+    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("test.py: error: ") and "80x80 frames" in lines[0] and "lstm.weight_ih" in lines[0]
