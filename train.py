@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from envs import create_atari_env
 from model import ActorCritic
 import torch.optim as optim  #+ --no-shared: a plain Adam per worker
-from a3c_extras import fast_worker, schedule, supervision  #+ what the course did not have (a3c_extras/)
+from a3c_extras import fast_worker, frame_stats, schedule, supervision  #+ what the course did not have (a3c_extras/)
 
 
 def ensure_shared_grads(model, shared_model):
@@ -65,6 +65,7 @@ def train(rank, params, shared_model, optimizer, link=None):  #+ link: the run's
             state, reward, done, truncated, info = env.step(action.item())  #+ gymnasium: 5 values
             done = (done or truncated or episode_length >= params.max_episode_length)  #+ truncated
             link.game_step(rank, reward, done, info)  #+ count the step; the raw score, for the record
+            frame_stats.publish(rank, env, params)  #+ worker 0: its frame statistics, for the checkpoints
             reward = max(min(reward, 1), -1)
             if done:
                 episode_length = 0

@@ -24,4 +24,5 @@ here imports them (the model, the environment and the course's functions are pas
     monitor       create_atari_env(env_id, video=True): the test process's videos, in gym's Monitor's place
     stall         the stuck-agent guard: when an episode of a game that waits for FIRE has stalled
     evaluation    the evaluation command (python test.py --checkpoint ...)
+    frame_stats   the frame normaliser's statistics in checkpoints (worker 0's), for evaluating with them frozen
 """

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
+from a3c_extras import frame_stats
 from a3c_extras.fast_adam import fused_adam_step
 from a3c_extras.fast_rollout import Rollout, hidden_states, sample_actions
 from a3c_extras.schedule import set_learning_rate
@@ -190,6 +191,7 @@ def work(rank, args, envs, model, shared_model, optimizer, link, ensure_shared_g
     while not link.stop_requested():
         copy_weights(shared_model, model)  # 1. sync with the shared model
         traj = play_rollout(model, games, args.num_steps)  # 2. play (and 3. bootstrap R), every game
+        frame_stats.publish(rank, envs[0], args)  # worker 0's first game: its frame statistics, for checkpoints
         loss, (policy_loss, value_loss, entropy) = batch_loss(model, traj, args)  # 4. returns, GAE, losses
         model.zero_grad()  # 5. backward, clip, hand over, step
         loss.backward()

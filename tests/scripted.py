@@ -97,13 +97,13 @@ def force_actions(monkeypatch, actions):
     monkeypatch.setattr(a3c_extras.fast_worker, "sample_actions", sample_actions)
 
 
-def run_train(args, rollout: str, game: ScriptedGame | list[ScriptedGame], updates: int, model=None):
-    """train.py's worker on the game (or on the games, one per --envs-per-worker) for `updates` updates;
-    returns the gradients handed over."""
+def run_train(args, rollout: str, game: ScriptedGame | list[ScriptedGame], updates: int, model=None, rank: int = 0):
+    """train.py's worker of `rank` on the game (or on the games, one per --envs-per-worker) for `updates`
+    updates; returns the gradients handed over."""
     games = iter(game if isinstance(game, list) else [game])
     args.rollout, args.max_steps = rollout, 0
     model = model if model is not None else shared_model()
     link = WorkerLink(make_env=lambda _: next(games))
     optimizer = RecordingOptimizer(model, updates, link)
-    train(0, args, model, optimizer, link=link)
+    train(rank, args, model, optimizer, link=link)
     return optimizer.grads

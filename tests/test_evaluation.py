@@ -3,17 +3,19 @@ stuck-agent guard (a3c_extras/stall.py) in the test process and the evaluation c
 process chooses best.pt."""
 
 import json
+import math
 import re
 import threading
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from gymnasium.spaces import Discrete
 
 import test as test_process  # the project's test.py, not Python's own test package
-from a3c_extras import evaluation
+from a3c_extras import atari, evaluation, fast_frames, frame_stats
 from a3c_extras.atari import MAX_FRAMES
 from a3c_extras.checkpoints import checkpoint, load_checkpoint, save_checkpoint
 from a3c_extras.evaluation import confidence_interval, t_quantile_975
@@ -22,6 +24,7 @@ from a3c_extras.stall import STALL_STEPS, StallGuard
 from envs import create_atari_env
 from helpers import params_from
 from model import ActorCritic
+from scripted import run_train
 
 
 def test_interval_of_a_hand_computed_sample():
@@ -238,3 +241,98 @@ def test_a_checkpoint_whose_weights_are_not_its_arguments_network_is_one_line_an
     lines = [line for line in capsys.readouterr().err.splitlines() if "A.L.E" not in line and "Stella" not in line]
     assert exit_.value.code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("test.py: error: ") and "80x80 frames" in lines[0] and "lstm.weight_ih" in lines[0]
+
+
+STATS = {"mean": 0.25, "std": 0.125, "frames": 12_345, "source": "worker 0, game 0"}
+
+
+@pytest.mark.parametrize("rollout", ["fast", "classic"])
+def test_frozen_stats_normalise_every_frame_with_the_same_values_across_episodes(rollout):
+    """Frozen: (x - mean) / (std + 1e-8) with the checkpoint's values, frame after frame and episode after
+    episode, where x is the course's frame (here read from the same game without a normaliser); in place
+    of either rollout's normaliser."""
+    frozen = frame_stats.freeze(
+        create_atari_env("BreakoutDeterministic-v4", link=atari.options(rollout=rollout)), STATS
+    )
+    raw = fast_frames.Rescale(atari.make("BreakoutDeterministic-v4"))
+    rng = np.random.default_rng(0)
+    mean, std = np.float32(STATS["mean"]), np.float32(STATS["std"])
+    for episode in range(2):
+        pairs = [(frozen.reset(seed=episode)[0], raw.reset(seed=episode)[0])]
+        for _ in range(60):
+            action = int(rng.integers(4))
+            pairs.append((frozen.step(action)[0], raw.step(action)[0]))
+        for observation, x in pairs:
+            assert observation.shape == (1, 42, 42) and observation.dtype == np.float32
+            np.testing.assert_array_equal(observation, (x - mean) / (std + np.float32(1e-8)))
+    assert len({float(x.std()) for _, x in pairs}) > 1  # the frames changed, the statistics did not
+
+
+def test_the_evaluation_command_plays_frozen_and_says_so(tmp_path, capsys):
+    args = params_from(["--run-dir", str(tmp_path)])
+    save_checkpoint(
+        tmp_path / "c.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args, frame_stats=STATS)
+    )
+    argv = ["--checkpoint", str(tmp_path / "c.pt"), "--episodes", "2", "--max-episode-length", "20"]
+    assert (
+        evaluation.main(ActorCritic, create_atari_env, [*argv, "--record", str(tmp_path / "frozen"), "--frozen-stats"])
+        == 0
+    )
+    assert evaluation.main(ActorCritic, create_atari_env, [*argv, "--record", str(tmp_path / "running")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0]
+        == "Frame statistics frozen at the checkpoint's: mean 0.25, std 0.125 (worker 0, game 0, after 12,345 frames)"
+    )
+    assert lines[3].startswith("Summary: 2 episodes") and lines[3].endswith("; frame statistics frozen"), lines
+    assert lines[6].startswith("Summary: 2 episodes") and "frozen" not in " ".join(lines[4:]), lines  # the default
+    frozen = json.loads((tmp_path / "frozen" / "summary.json").read_text())
+    running = json.loads((tmp_path / "running" / "summary.json").read_text())
+    assert frozen["normalisation"] == "frozen" and frozen["frame_stats"] == STATS
+    assert running["normalisation"] == "running" and "frame_stats" not in running
+
+
+def test_frozen_stats_of_a_checkpoint_without_them_is_one_line_and_status_2(tmp_path, capsys):
+    args = params_from(["--run-dir", str(tmp_path)])
+    save_checkpoint(tmp_path / "old.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args))
+    with pytest.raises(SystemExit) as exit_:
+        evaluation.main(ActorCritic, create_atari_env, ["--checkpoint", str(tmp_path / "old.pt"), "--frozen-stats"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "A.L.E" not in line and "Stella" not in line]
+    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("test.py: error: ") and "holds no frame statistics" in lines[0], lines
+
+
+@pytest.mark.parametrize("rollout", ["fast", "classic"])
+def test_worker_0_publishes_its_first_game_s_statistics_for_the_checkpoints(tmp_path, rollout, monkeypatch):
+    """train.py's worker 0, on either rollout, writes what its normaliser applies into the run directory;
+    a checkpoint saved with them carries them; the other workers and a run directory not on disk get none."""
+    args = params_from(["--rollout", rollout, "--run-dir", str(tmp_path)])
+    monkeypatch.setattr(frame_stats, "PUBLISH_EVERY", 0)  # at every chance: the last one is the normaliser's now
+    for rank in (1, 0):
+        env = create_atari_env(args.env_name, link=SimpleNamespace(params=args, make_env=None))
+        run_train(args, rollout, env, updates=2, model=ActorCritic(1, Discrete(4)), rank=rank)
+        published = frame_stats.latest(tmp_path)
+        if rank == 1:
+            assert published is None
+    assert published == frame_stats.of_normaliser(env) and published["frames"] == env.num_steps > 40
+    assert published["source"] == "worker 0, game 0" and published["std"] > 0
+    save_checkpoint(
+        tmp_path / "c.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args, frame_stats=published)
+    )
+    assert frame_stats.of_checkpoint(load_checkpoint(tmp_path / "c.pt"), "c.pt") == published
+    frame_stats.publish(0, env, SimpleNamespace(run_dir=str(tmp_path / "nowhere")))
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_worker_0_publishes_at_most_every_few_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(frame_stats, "last_published", -math.inf)
+    env = create_atari_env("BreakoutDeterministic-v4")
+    env.reset(seed=0)
+    frame_stats.publish(0, env, SimpleNamespace(run_dir=str(tmp_path)))
+    first = frame_stats.latest(tmp_path)
+    env.step(1)
+    frame_stats.publish(0, env, SimpleNamespace(run_dir=str(tmp_path)))  # within PUBLISH_EVERY: not written
+    assert first["frames"] == 1 and frame_stats.latest(tmp_path) == first
+    monkeypatch.setattr(frame_stats, "last_published", -math.inf)  # as PUBLISH_EVERY seconds later
+    frame_stats.publish(0, env, SimpleNamespace(run_dir=str(tmp_path)))
+    assert frame_stats.latest(tmp_path)["frames"] == 2
