@@ -6,7 +6,7 @@ import cv2
 import gymnasium as gym  #+ gym is now gymnasium
 import numpy as np
 from gymnasium.spaces import Box  #+ gym.spaces.box
-from a3c_extras import atari, fast_frames, monitor  #+ what the course did not have (a3c_extras/)
+from a3c_extras import atari, fast_frames, large_frames, monitor, sizes  #+ what the course did not have (a3c_extras/)
 
 # Taken from https://github.com/openai/universe-starter-agent
 
@@ -18,7 +18,9 @@ def create_atari_env(env_id, video=False, link=None):  #+ link: the run's side (
     if video:
         env = monitor.Monitor(env, link)  #+ wrappers.Monitor(env, 'test', force=True): an H.264 recorder
     if atari.fast_frames(link):  #+ the default: the same frames, bit for bit, computed faster
-        return fast_frames.Normalized(fast_frames.Rescale42x42(env))  #+ (a3c_extras/fast_frames.py)
+        return fast_frames.Normalized(fast_frames.Rescale(env, sizes.frame_size(link)))  #+ (a3c_extras/fast_frames.py)
+    if sizes.frame_size(link) == 80:  #+ --frame-size 80: the frames below without their last shrink to 42x42
+        return MyNormalizedEnv(large_frames.Rescale80x80(env))  #+ (a3c_extras/large_frames.py)
     env = MyAtariRescale42x42(env)
     env = MyNormalizedEnv(env)
     return env

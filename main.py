@@ -44,7 +44,7 @@ if __name__ == '__main__':  #+ the spawn start method (macOS, Windows) imports t
         sys.exit(cluster.main(params, ActorCritic, my_optim.SharedAdam, create_atari_env, train, test))  #+
     torch.manual_seed(params.seed)
     env = create_atari_env(params.env_name)
-    shared_model = ActorCritic(env.observation_space.shape[0], env.action_space)
+    shared_model = ActorCritic(env.observation_space.shape[0], env.action_space, params.frame_size, params.lstm_size)  #+ --frame-size, --lstm-size
     shared_model.share_memory()
     optimizer = my_optim.SharedAdam(shared_model.parameters(), lr=params.lr)
     optimizer.share_memory()

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from a3c_extras import sizes  #+ the opt-in sizes: --frame-size, --lstm-size (a3c_extras/sizes.py)
 
 
 # Initializing and setting the variance of a tensor of weights
@@ -38,16 +39,16 @@ def weights_init(m):
 # Making the A3C brain
 class ActorCritic(torch.nn.Module):
 
-    def __init__(self, num_inputs, action_space):
+    def __init__(self, num_inputs, action_space, frame_size=42, lstm_size=256):  #+ opt-in sizes; the course's by default
         super(ActorCritic, self).__init__()
         self.conv1 = nn.Conv2d(num_inputs, 32, 3, stride=2, padding=1)  # 42 -> 21
         self.conv2 = nn.Conv2d(32, 32, 3, stride=2, padding=1)  # 21 -> 11
         self.conv3 = nn.Conv2d(32, 32, 3, stride=2, padding=1)  # 11 -> 6
         self.conv4 = nn.Conv2d(32, 32, 3, stride=2, padding=1)  # 6 -> 3
-        self.lstm = nn.LSTMCell(32 * 3 * 3, 256)
+        self.lstm = nn.LSTMCell(sizes.flattened_size(self, frame_size), lstm_size)  #+ 32 * 3 * 3, 256 for the course's sizes
         num_outputs = action_space.n
-        self.critic_linear = nn.Linear(256, 1)
-        self.actor_linear = nn.Linear(256, num_outputs)
+        self.critic_linear = nn.Linear(lstm_size, 1)  #+ 256: --lstm-size
+        self.actor_linear = nn.Linear(lstm_size, num_outputs)  #+
         self.apply(weights_init)
         # Small actor weights start the policy near uniform; the critic starts at unit scale.
         self.actor_linear.weight.data = normalized_columns_initializer(self.actor_linear.weight.data, 0.01)
@@ -64,7 +65,7 @@ class ActorCritic(torch.nn.Module):
         x = F.elu(self.conv2(x))
         x = F.elu(self.conv3(x))
         x = F.elu(self.conv4(x))
-        x = x.view(-1, 32 * 3 * 3)
+        x = x.view(-1, self.lstm.input_size)  #+ 32 * 3 * 3 for the course's 42x42 frames
         hx, cx = self.lstm(x, (hx, cx))
         x = hx
         return self.critic_linear(x), self.actor_linear(x), (hx, cx)

@@ -23,7 +23,7 @@ def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_e
     torch.set_num_threads(1)  #+ one thread: the cores are the workers'
     env = create_atari_env(params.env_name, video=True, link=link)  #+ link: where videos go, the departures
     env.reset(seed=params.seed + rank)  #+ env.seed(params.seed + rank): gymnasium seeds at reset
-    model = ActorCritic(env.observation_space.shape[0], env.action_space)
+    model = ActorCritic(env.observation_space.shape[0], env.action_space, params.frame_size, params.lstm_size)  #+ --frame-size, --lstm-size
     model.eval()
     state, _ = env.reset()  #+ gymnasium: (observation, info)
     state = torch.from_numpy(state)
@@ -37,8 +37,8 @@ def test(rank, params, shared_model, link=None):  #+ link: the run's side (a3c_e
         episode_length += 1
         if done:
             model.load_state_dict(shared_model.state_dict())
-            cx = torch.zeros(1, 256)  #+ Variable(..., volatile=True): torch.no_grad() below
-            hx = torch.zeros(1, 256)  #+
+            cx = torch.zeros(1, params.lstm_size)  #+ Variable(..., volatile=True): torch.no_grad() below
+            hx = torch.zeros(1, params.lstm_size)  #+
             num_steps = link.total_steps()  #+ how far training was when these weights were loaded
         else:
             cx = cx.detach()  #+ Variable(cx.data, volatile=True)

@@ -27,7 +27,7 @@ def train(rank, params, shared_model, optimizer, link=None):  #+ link: the run's
     torch.set_num_threads(1)  #+ N workers share the cores, not N x cores threads
     env = create_atari_env(params.env_name, link=link)  #+ link: the run's departures, the tests' game
     env.reset(seed=params.seed + rank)  #+ env.seed(params.seed + rank): gymnasium seeds at reset
-    model = ActorCritic(env.observation_space.shape[0], env.action_space)
+    model = ActorCritic(env.observation_space.shape[0], env.action_space, params.frame_size, params.lstm_size)  #+ --frame-size, --lstm-size
     if optimizer is None:  #+ --no-shared: a plain Adam per worker, from the reference's later versions
         optimizer = optim.Adam(shared_model.parameters(), lr=params.lr)  #+
     if params.rollout == "fast":  #+ the default: this loop's update computed faster, on K games at once
@@ -41,8 +41,8 @@ def train(rank, params, shared_model, optimizer, link=None):  #+ link: the run's
         # 1. Sync with the shared model
         model.load_state_dict(shared_model.state_dict())
         if done:
-            cx = torch.zeros(1, 256)  #+ Variable(...): tensors carry autograd since PyTorch 0.4
-            hx = torch.zeros(1, 256)  #+
+            cx = torch.zeros(1, params.lstm_size)  #+ Variable(...): tensors carry autograd since PyTorch 0.4
+            hx = torch.zeros(1, params.lstm_size)  #+
         else:
             cx = cx.detach()  #+ Variable(cx.data)
             hx = hx.detach()  #+ Variable(hx.data)
@@ -65,6 +65,7 @@ def train(rank, params, shared_model, optimizer, link=None):  #+ link: the run's
             state, reward, done, truncated, info = env.step(action.item())  #+ gymnasium: 5 values
             done = (done or truncated or episode_length >= params.max_episode_length)  #+ truncated
             link.game_step(rank, reward, done, info)  #+ count the step; the raw score, for the record
+            link.frame_stats(rank, env)  #+ worker 0: its frame statistics, for the checkpoints
             reward = max(min(reward, 1), -1)
             if done:
                 episode_length = 0

@@ -3,6 +3,8 @@ here imports them (the model, the environment and the course's functions are pas
 
     atari         environment ids of today's ALE, the opt-in life-loss and fire-reset wrappers
     fast_frames   the course's frame processing, bit for bit, at a fraction of the cost
+    large_frames  --frame-size 80 on the course's own path: its frames without their last shrink to 42x42
+    sizes         the network's opt-in sizes (--frame-size, --lstm-size), as the run's params and checkpoints carry them
     fast_rollout  acting that keeps its activations, and the backward pass written out for them
     fast_adam     SharedAdam's step in PyTorch's fused kernel
     fast_worker   the worker's loop on the three above: the default (--rollout fast)
@@ -22,4 +24,5 @@ here imports them (the model, the environment and the course's functions are pas
     monitor       create_atari_env(env_id, video=True): the test process's videos, in gym's Monitor's place
     stall         the stuck-agent guard: when an episode of a game that waits for FIRE has stalled
     evaluation    the evaluation command (python test.py --checkpoint ...)
+    frame_stats   the frame normaliser's statistics in checkpoints (worker 0's), for evaluating with them frozen
 """

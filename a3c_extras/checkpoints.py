@@ -40,9 +40,11 @@ def save_checkpoint(path, payload: dict) -> None:
         raise
 
 
-def checkpoint(model, optimizer, counter: int, elapsed, best_reward, args) -> dict:
-    """The one definition of what a checkpoint holds (the format tag is added when saving)."""
-    return {
+def checkpoint(model, optimizer, counter: int, elapsed, best_reward, args, *, frame_stats: dict | None = None) -> dict:
+    """The one definition of what a checkpoint holds (the format tag is added when saving). `frame_stats`:
+    the frame normaliser's statistics training reached (a3c_extras/frame_stats.py: latest(counts.frames)), which
+    the evaluation can play with frozen (--frozen-stats); checkpoints without them still load."""
+    data = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "counter": counter,  # agent steps of the run, over all workers and sittings
@@ -50,6 +52,9 @@ def checkpoint(model, optimizer, counter: int, elapsed, best_reward, args) -> di
         "best_reward": best_reward,
         "args": vars(args),
     }
+    if frame_stats is not None:
+        data["frame_stats"] = frame_stats  # {mean, std, frames, source}: plain numbers and a string
+    return data
 
 
 def unreadable(path, error: Exception) -> str:

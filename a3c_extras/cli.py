@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from a3c_extras.atari import UnknownEnvError, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 from a3c_extras.recipes import RECIPES, describe
+from a3c_extras.sizes import COURSE_FRAME_SIZE, COURSE_LSTM_SIZE, FRAME_SIZES, resume_mismatch
 
 
 def fail(message: str, status: int = 2):
@@ -152,6 +153,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="games each worker plays at once, acting in one batch and learning in one update from "
         "their K rollouts (default: 1, the course's A3C; needs --rollout fast)",
+    )
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        choices=FRAME_SIZES,
+        default=COURSE_FRAME_SIZE,
+        help="opt-in: 80 keeps the frames at the course's 80x80 resize, without its shrink to 42x42; the "
+        "network's LSTM then reads 32 x 5 x 5 = 800 features instead of 288 (default: 42, the course's)",
+    )
+    p.add_argument(
+        "--lstm-size",
+        type=number(int, low=1),
+        default=COURSE_LSTM_SIZE,
+        metavar="N",
+        help="opt-in: the LSTM's hidden size, which the actor and the critic read (default: 256, the course's)",
     )
     p.add_argument(
         "--lr-decay-until",
@@ -343,6 +359,9 @@ def read_command_line(params, argv=None):
         args = parser.parse_args(argv)
         if args.run_dir is None:  # carry on in the same run directory
             args.run_dir = str(checkpoint_path(args.resume).parent)
+        mismatch = resume_mismatch(args, data, args.resume)
+        if mismatch:
+            fail(f"{parser.prog}: error: {mismatch}")
         same_decay = args.lr_decay_until and args.lr_decay_until == saved.get("lr_decay_until")
         args.lr_decay_from = saved.get("lr_decay_from", 0) if same_decay else data["counter"]
         if args.lr_decay_until and args.lr_decay_until <= data["counter"]:

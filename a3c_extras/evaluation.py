@@ -2,6 +2,10 @@
 record them. test.py runs it with the course's model and environment:
 
     python test.py --checkpoint runs/<run>/best.pt --episodes 10 --noop-max 30 --seed 1 --record videos/
+
+By default the frames are normalised as in training and in the test process, with running statistics
+carried across the episodes; --frozen-stats plays with the statistics training reached, frozen
+(a3c_extras/frame_stats.py), and says so in its summary.
 """
 
 import argparse
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from a3c_extras import frame_stats, sizes
 from a3c_extras.atari import UnknownEnvError, options, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, load_checkpoint
 from a3c_extras.cli import fail, number, one_line_errors
@@ -37,6 +42,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-episode-length", type=number(int, low=1), default=None)
+    parser.add_argument(
+        "--frozen-stats",
+        action="store_true",
+        help="normalise the frames with the statistics training reached, saved in the checkpoint, frozen for "
+        "every episode, instead of the course's running normalisation carried across the episodes (the default)",
+    )
     return one_line_errors(parser).parse_args(argv)
 
 
@@ -147,14 +158,32 @@ def evaluate(args, model_class, make_env) -> dict:
     saved = data["args"]
     env_name = args.env_name or saved["env_name"]
     resolve_env_id(env_name)
-    env = make_env(env_name, link=options(render=bool(args.record), fire_reset=saved.get("fire_reset", False)))
+    network = sizes.of(saved)  # the checkpoint's network: its frames and its LSTM
+    frozen = frame_stats.of_checkpoint(data, args.checkpoint) if getattr(args, "frozen_stats", False) else None
+    link = options(
+        render=bool(args.record), fire_reset=saved.get("fire_reset", False), frame_size=network["frame_size"]
+    )
+    env = make_env(env_name, link=link)
+    if frozen is not None:  # the running normaliser replaced by one that keeps training's statistics
+        env = frame_stats.freeze(env, frozen)
+        print(
+            f"Frame statistics frozen at the checkpoint's: mean {frozen['mean']:.6g}, std {frozen['std']:.6g} "
+            f"({frozen.get('source', 'training')}, after {frozen['frames']:,} frames)",
+            flush=True,
+        )
     data = load_checkpoint(args.checkpoint, num_actions=env.action_space.n)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # one game, batches of one: more threads only wait on each other (or a busy core)
     env.reset(seed=args.seed)
     env.action_space.seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = model_class(env.observation_space.shape[0], env.action_space)
+    model = model_class(env.observation_space.shape[0], env.action_space, **network)
+    mismatch = sizes.weights_mismatch(model, data["model"])
+    if mismatch:
+        raise CheckpointError(
+            f"{args.checkpoint} does not hold the network its arguments describe "
+            f"({sizes.describe(network)}): {mismatch}"
+        )
     model.load_state_dict(data["model"])
     model.eval()
     max_length = args.max_episode_length or saved.get("max_episode_length", 1_000_000)
@@ -196,13 +225,17 @@ def evaluate(args, model_class, make_env) -> dict:
         "noop_max": args.noop_max,
         "seed": args.seed,
         "total_steps_trained": data.get("counter", 0),
+        "normalisation": "frozen" if frozen is not None else "running",  # running: the course's, the default
     }
+    if frozen is not None:
+        summary["frame_stats"] = frozen
     low, high = summary["ci95"]
     interval = f" (95% CI {low:.1f} to {high:.1f})" if len(rewards) > 1 else ""
     print(
         f"Summary: {summary['episodes']} episodes, mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
         f"min {summary['min']:g}, max {summary['max']:g}"
-        + (f", {sum(cut)} cut short (counted at their score)" if any(cut) else ""),
+        + (f", {sum(cut)} cut short (counted at their score)" if any(cut) else "")
+        + ("; frame statistics frozen" if frozen is not None else ""),
         flush=True,
     )
     if record_dir:

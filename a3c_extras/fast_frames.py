@@ -13,23 +13,35 @@ GREY = (np.arange(3 * 255 + 1) / 3.0).astype(np.float32)
 GREY *= 1.0 / 255.0
 
 
-def process_frame42(frame: np.ndarray) -> np.ndarray:
+def process_frame(frame: np.ndarray, size: int = 42) -> np.ndarray:
+    """The course's _process_frame42 (size 42) or, with size 80, the same without its last shrink to 42x42
+    (a3c_extras/large_frames.py): (1, size, size), float32."""
+    if size not in (42, 80):
+        raise ValueError(f"frames are 42x42 (the course's) or 80x80, not {size}x{size}")
     frame = frame[34 : 34 + 160, :160]
     frame = cv2.resize(frame, (80, 80))
-    frame = cv2.resize(frame, (42, 42))
+    if size == 42:
+        frame = cv2.resize(frame, (42, 42))
     channel_sum = frame[:, :, 0].astype(np.uint16)  # R + G + B fits in uint16
     channel_sum += frame[:, :, 1]
     channel_sum += frame[:, :, 2]
-    return GREY.take(channel_sum)[np.newaxis]  # (1, 42, 42), float32
+    return GREY.take(channel_sum)[np.newaxis]  # (1, size, size), float32
 
 
-class Rescale42x42(gym.ObservationWrapper):
-    def __init__(self, env: gym.Env):
+def process_frame42(frame: np.ndarray) -> np.ndarray:
+    return process_frame(frame, 42)
+
+
+class Rescale(gym.ObservationWrapper):
+    """The course's MyAtariRescale42x42 (size 42), or its 80x80 frames (--frame-size 80)."""
+
+    def __init__(self, env: gym.Env, size: int = 42):
         super().__init__(env)
-        self.observation_space = Box(0.0, 1.0, (1, 42, 42), dtype=np.float32)
+        self.size = size
+        self.observation_space = Box(0.0, 1.0, (1, size, size), dtype=np.float32)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        return process_frame42(observation)
+        return process_frame(observation, self.size)
 
 
 class Normalized(gym.ObservationWrapper):
@@ -37,7 +49,7 @@ class Normalized(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.observation_space = Box(-np.inf, np.inf, (1, 42, 42), dtype=np.float32)
+        self.observation_space = Box(-np.inf, np.inf, env.observation_space.shape, dtype=np.float32)
         self.state_mean = 0.0
         self.state_std = 0.0
         self.alpha = 0.9999

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 
+from a3c_extras import frame_stats
 from a3c_extras.best import BestWeights
 from a3c_extras.cli import complete
 from a3c_extras.errors import where_raised
@@ -47,6 +48,7 @@ class SharedCounts:
         self.base = ctx.RawValue("q", base)
         self.steps = ctx.RawArray("q", max(slots, 1))
         self.best = ctx.RawValue("d", -math.inf if best is None else best)
+        self.frames = ctx.RawArray("d", 3)  # worker 0's frame statistics (a3c_extras/frame_stats.py), its own
 
     def total(self) -> int:
         return self.base.value + sum(self.steps[:])
@@ -138,6 +140,11 @@ class WorkerLink:
         if done and info.get("game_over", True):
             self.report(TrainGame(rank, self.total_steps(), self.game_return.pop(game), self.game_length.pop(game)))
 
+    def frame_stats(self, rank: int, env) -> None:
+        """Worker 0: its first game's frame statistics into the run's shared memory, for the checkpoints."""
+        if rank == 0 and self.shared is not None:
+            frame_stats.publish(self.shared.frames, env)
+
     def update(self, rank: int, policy_loss, value_loss, entropy, grad_norm) -> bool:
         """After backward and clipping: whether the update may go to the shared model. One whose losses or
         gradient are not finite is skipped and counted; max_nonfinite of them in a row end the worker. The
@@ -168,7 +175,7 @@ class WorkerLink:
         guard cut short (a3c_extras/stall.py) is no finished game: it does not count in best.pt's mean."""
         self.report(EvalEpisode(num_steps, reward, length, cut_short))
         if self.shared is not None and not cut_short:
-            self.best = self.best or BestWeights(self.shared.best, self.best_path)
+            self.best = self.best or BestWeights(self.shared, self.best_path)
             why = self.best.add(reward, num_steps, model, params)
             if why is not None:
                 self.report(WriteFailed("best.pt", why))

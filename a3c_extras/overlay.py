@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 
 # Layout of the overlay, in pixels. The panels are as tall as the game screen (210 for Atari).
-INPUT_SCALE = 4  # the 42x42 input, enlarged with nearest-neighbour to 168x168
+INPUT_SCALE = 4  # the 42x42 input, enlarged with nearest-neighbour to 168x168 (an 80x80 one as far as fits: 2x)
 MARGIN = 8
+TITLE = 16  # room above the input for its title
 BAR_LENGTH = 80  # a probability of 1.0
 ROW_HEIGHT = 28  # one action of the policy
 CLIP = 3.0  # the input is normalised (about zero mean, unit variance): -3 is black, +3 white
@@ -46,9 +47,10 @@ def compose_frame(
 
 def input_panel(observation: np.ndarray, height: int) -> np.ndarray:
     """What the agent sees: its 1x42x42 input in grey, enlarged with nearest-neighbour so the pixels stay
-    sharp, centred vertically under a title."""
+    sharp, centred vertically under a title (a larger input by a whole factor that fits the height)."""
     grey = observation_to_grey(observation)
-    size = grey.shape[0] * INPUT_SCALE
+    scale = max(1, min(INPUT_SCALE, (height - 2 * MARGIN - TITLE) // grey.shape[0]))
+    size = grey.shape[0] * scale
     panel = blank(height, size + 2 * MARGIN)
     top = (height - size) // 2
     big = cv2.resize(grey, (size, size), interpolation=cv2.INTER_NEAREST)

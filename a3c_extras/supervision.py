@@ -8,7 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from a3c_extras import jobs
+from a3c_extras import frame_stats, jobs
 from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint
 from a3c_extras.cli import complete, fail
 from a3c_extras.dashboard import Dashboard
@@ -116,7 +116,8 @@ class Run:
         """The checkpoint (of `steps` agent steps, by default the run's count) and the learning curve; False if the
         checkpoint could not be written."""
         steps, seconds = self.steps() if steps is None else steps, self.elapsed()
-        state = checkpoint(self.shared_model, self.optimizer, steps, seconds, self.counts.best_reward(), self.args)
+        best, stats = self.counts.best_reward(), frame_stats.latest(self.counts.frames)
+        state = checkpoint(self.shared_model, self.optimizer, steps, seconds, best, self.args, frame_stats=stats)
         saved = self.record.save_checkpoint(state, seconds, final=final, retry_in=self.args.save_interval)
         self.record.plot_curve(f"A3C on {self.args.env_name}", seconds, steps)
         return saved

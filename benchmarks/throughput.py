@@ -5,6 +5,7 @@
     python benchmarks/throughput.py --workers 2 --envs-per-worker 1 2 4 8 16   # a table over K
     python benchmarks/throughput.py --workers 2 --envs-per-worker 8 --profile   # where the time goes
     python benchmarks/throughput.py --memory-minutes 10  # resident memory of the workers over 10 min
+    python benchmarks/throughput.py --workers 2 --frame-size 80 --lstm-size 512   # the opt-in sizes
 
 The measurements, each with N processes started the way main.py starts its workers (torch
 multiprocessing, the shared step count and stop flag of a run), timed from the shared count
@@ -16,8 +17,11 @@ after a warm-up:
            and SharedAdam, once for each K of --envs-per-worker (games per worker);
   classic  the same with --rollout classic, the course's loop.
 
+--frame-size and --lstm-size measure all three with the network's opt-in sizes (main.py's flags): the
+ceiling's frames are then of that size too.
+
 With --profile each train measurement also times the parts of every worker's loop and prints them per
-agent step: env (the emulator: ALE's step and reset), frames (the 42x42 frames and their normalisation),
+agent step: env (the emulator: ALE's step and reset), frames (the frames and their normalisation),
 wrappers (the rest of a game's step: gymnasium's wrappers, the run's bookkeeping), forward (acting on the
 frames, sampling the actions), backward (the losses, the backward pass, clipping), optimizer (the shared
 Adam step), sync (copying the shared weights into the local model) and other (the rest of the wall time).
@@ -45,6 +49,7 @@ import torch.multiprocessing as mp  # noqa: E402
 from ale_py.env import AtariEnv  # noqa: E402
 
 from a3c_extras import fast_frames, fast_worker  # noqa: E402
+from a3c_extras.atari import options  # noqa: E402
 from a3c_extras.cli import (  # noqa: E402
     fail,
     number,
@@ -53,6 +58,7 @@ from a3c_extras.cli import (  # noqa: E402
 from a3c_extras.fast_rollout import Rollout  # noqa: E402
 from a3c_extras.links import SharedCounts, WorkerLink  # noqa: E402
 from a3c_extras.shared import shared_model_and_optimizer  # noqa: E402
+from a3c_extras.sizes import COURSE_FRAME_SIZE, COURSE_LSTM_SIZE, FRAME_SIZES  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from main import Params  # noqa: E402
 from model import ActorCritic  # noqa: E402
@@ -66,7 +72,7 @@ TARGETS = {"speedup_vs_classic": 4.0, "fraction_of_ceiling": 0.62}  # at K = 16 
 # printed less the emulator and the frames inside it ("wrappers")
 TIMED = {
     "env": [(AtariEnv, "step"), (AtariEnv, "reset")],
-    "frames": [(fast_frames.Rescale42x42, "observation"), (fast_frames.Normalized, "observation")],
+    "frames": [(fast_frames.Rescale, "observation"), (fast_frames.Normalized, "observation")],
     "game": [(fast_worker.Game, "step")],
     "forward": [(Rollout, "act"), (fast_worker, "sample_actions")],
     "backward": [(fast_worker, "batch_loss"), (torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_")],
@@ -99,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[1],
         metavar="K",
         help="games per training worker; several values give one train measurement each (default: 1)",
+    )
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        choices=FRAME_SIZES,
+        default=COURSE_FRAME_SIZE,
+        help="the frames' size, as main.py's flag (default: 42, the course's)",
+    )
+    p.add_argument(
+        "--lstm-size",
+        type=number(int, low=1),
+        default=COURSE_LSTM_SIZE,
+        metavar="N",
+        help="the LSTM's hidden size, as main.py's flag (default: 256, the course's)",
     )
     p.add_argument(
         "--profile", action="store_true", help="also time the parts of the training workers' loop, per agent step"
@@ -152,9 +172,9 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- the processes measured
 
 
-def random_player(rank, shared):
+def random_player(rank, shared, frame_size: int = COURSE_FRAME_SIZE):
     """The ceiling: step the training environment with uniformly random actions."""
-    env = create_atari_env(ENV_NAME)
+    env = create_atari_env(ENV_NAME, link=options(frame_size=frame_size))
     env.reset(seed=rank)
     rng = np.random.default_rng(rank)
     num_actions = env.action_space.n
@@ -200,12 +220,16 @@ def profiled_train(seconds, *train_args, link):
                 seconds[index] += spent[part]
 
 
-def start_processes(kind: str, workers: int, num_steps: int, envs_per_worker: int = 1, profile=None):
+def start_processes(
+    kind: str, workers: int, num_steps: int, envs_per_worker: int = 1, profile=None, sizes: tuple = (42, 256)
+):
     """Start `workers` processes of one kind; returns (processes, shared counts). With `profile`
-    (a shared array) the training workers time the parts of their loop into it."""
+    (a shared array) the training workers time the parts of their loop into it. `sizes`: the frame size
+    and the LSTM size (--frame-size, --lstm-size)."""
     shared = SharedCounts(mp, workers)
+    frame_size, lstm_size = sizes
     if kind == "ceiling":
-        targets = [(random_player, (rank, shared), {}) for rank in range(workers)]
+        targets = [(random_player, (rank, shared, frame_size), {}) for rank in range(workers)]
     else:
         args = read_command_line(
             Params(),
@@ -218,10 +242,14 @@ def start_processes(kind: str, workers: int, num_steps: int, envs_per_worker: in
                 "fast" if kind == "train" else "classic",
                 "--envs-per-worker",
                 str(envs_per_worker),
+                "--frame-size",
+                str(frame_size),
+                "--lstm-size",
+                str(lstm_size),
             ],
         )
         torch.manual_seed(args.seed)
-        env = create_atari_env(args.env_name)
+        env = create_atari_env(args.env_name, link=options(frame_size=frame_size))
         shared_model, optimizer = shared_model_and_optimizer(args, env, ActorCritic, SharedAdam)
         env.close()
         target, extra = (train, ()) if profile is None else (profiled_train, (profile,))
@@ -287,7 +315,8 @@ def measure(kind: str, args, envs_per_worker: int = 1) -> tuple[float, float, di
     """Agent steps per second (all processes together), the peak RSS of one process (MB) and, with
     --profile, the microseconds per agent step of each part of the loop (warm-up included)."""
     profile = mp.Array("d", len(TIMED)) if args.profile and kind == "train" else None
-    processes, shared = start_processes(kind, args.workers, args.num_steps, envs_per_worker, profile)
+    sizes = (args.frame_size, args.lstm_size)
+    processes, shared = start_processes(kind, args.workers, args.num_steps, envs_per_worker, profile, sizes)
     try:
         sampler = MemorySampler(processes)
         sleep_sampling(args.warmup, sampler, processes, kind)
@@ -312,6 +341,7 @@ def run_throughput(args) -> None:
     parts = {}
     print(
         f"{args.workers} processes on {os.cpu_count()} CPUs, {ENV_NAME}, rollouts of {args.num_steps} steps, "
+        f"{args.frame_size}x{args.frame_size} frames, LSTM {args.lstm_size}, "
         f"warm-up {args.warmup:g} s, measured {args.measure:g} s each, {args.repeats} round(s); "
         f"K = games per training worker",
         flush=True,
@@ -381,7 +411,8 @@ def run_memory(args) -> None:
         f"sampled every {args.sample_interval:g} s, baseline after {args.memory_warmup:g} s",
         flush=True,
     )
-    processes, shared = start_processes("train", args.workers, args.num_steps, envs_per_worker)
+    sizes = (args.frame_size, args.lstm_size)
+    processes, shared = start_processes("train", args.workers, args.num_steps, envs_per_worker, sizes=sizes)
     start = time.time()
     try:
         sampler = MemorySampler(processes)

@@ -21,11 +21,13 @@ class ScriptedGame(gym.Env):
     episode lasts `length` steps (None: forever). With `echo`, the next frame depends on the action; with
     `repeat`, every episode replays the script from its start."""
 
-    def __init__(self, length: int | None = None, echo: bool = False, repeat: bool = False, seed: int = 1):
-        self.observation_space = Box(-np.inf, np.inf, (1, 42, 42), dtype=np.float32)
+    def __init__(
+        self, length: int | None = None, echo: bool = False, repeat: bool = False, seed: int = 1, frame_size: int = 42
+    ):
+        self.observation_space = Box(-np.inf, np.inf, (1, frame_size, frame_size), dtype=np.float32)
         self.action_space = Discrete(NUM_ACTIONS)
         rng = np.random.default_rng(seed)
-        self.frames = rng.normal(size=(16, 1, 42, 42)).astype(np.float32)
+        self.frames = rng.normal(size=(16, 1, frame_size, frame_size)).astype(np.float32)
         self.rewards = [0.0, 0.0, 5.0, -3.0, 0.0, 1.0]
         self.length, self.echo, self.repeat = length, echo, repeat
         self.t, self.episode_t, self.actions = 0, 0, []
@@ -66,11 +68,12 @@ class RecordingOptimizer:
             self.link.request_stop()
 
 
-def shared_model(seed: int = 0, sharpen: float = 100.0):
+def shared_model(seed: int = 0, sharpen: float = 100.0, **sizes):
     """A model whose policy is far from uniform (so the policy terms matter) and whose critic is far from
-    zero (so the bootstrap value matters), the same for each seed."""
+    zero (so the bootstrap value matters), the same for each seed; `sizes`: ActorCritic's frame_size and
+    lstm_size."""
     torch.manual_seed(seed)
-    model = ActorCritic(1, Discrete(NUM_ACTIONS))
+    model = ActorCritic(1, Discrete(NUM_ACTIONS), **sizes)
     with torch.no_grad():
         model.actor_linear.weight.mul_(sharpen)
         model.critic_linear.weight.mul_(10)
@@ -94,13 +97,18 @@ def force_actions(monkeypatch, actions):
     monkeypatch.setattr(a3c_extras.fast_worker, "sample_actions", sample_actions)
 
 
-def run_train(args, rollout: str, game: ScriptedGame | list[ScriptedGame], updates: int, model=None):
-    """train.py's worker on the game (or on the games, one per --envs-per-worker) for `updates` updates;
-    returns the gradients handed over."""
+def run_train(
+    args, rollout: str, game: ScriptedGame | list[ScriptedGame], updates: int, model=None, rank: int = 0, counts=None
+):
+    """train.py's worker of `rank` on the game (or on the games, one per --envs-per-worker) for `updates`
+    updates, sharing a run's `counts` if given; returns the gradients handed over."""
     games = iter(game if isinstance(game, list) else [game])
     args.rollout, args.max_steps = rollout, 0
     model = model if model is not None else shared_model()
-    link = WorkerLink(make_env=lambda _: next(games))
+    if counts is None:
+        link = WorkerLink(make_env=lambda _: next(games))
+    else:
+        link = WorkerLink.of_run(counts, rank, None, make_env=lambda _: next(games))
     optimizer = RecordingOptimizer(model, updates, link)
-    train(0, args, model, optimizer, link=link)
+    train(rank, args, model, optimizer, link=link)
     return optimizer.grads

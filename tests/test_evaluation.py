@@ -3,16 +3,18 @@ stuck-agent guard (a3c_extras/stall.py) in the test process and the evaluation c
 process chooses best.pt."""
 
 import json
+import re
 import threading
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from gymnasium.spaces import Discrete
 
 import test as test_process  # the project's test.py, not Python's own test package
-from a3c_extras import evaluation
+from a3c_extras import atari, evaluation, fast_frames, frame_stats
 from a3c_extras.atari import MAX_FRAMES
 from a3c_extras.checkpoints import checkpoint, load_checkpoint, save_checkpoint
 from a3c_extras.evaluation import confidence_interval, t_quantile_975
@@ -21,6 +23,7 @@ from a3c_extras.stall import STALL_STEPS, StallGuard
 from envs import create_atari_env
 from helpers import params_from
 from model import ActorCritic
+from scripted import run_train
 
 
 def test_interval_of_a_hand_computed_sample():
@@ -98,15 +101,13 @@ def test_pong_played_with_one_repeated_action_is_never_cut_short(action):
 
 def test_the_test_process_plays_a_pong_game_out_and_reports_it_finished(capfd):
     event, line = first_episode_of_the_test_process("PongDeterministic-v4", one_action(0, 6), capfd)
-    kind, _, _, reward, length = event
-    assert kind == "eval" and reward == -21 and length > 300, event  # the whole game, not 100 steps of it
+    assert not event.cut_short and event.reward == -21 and event.length > 300, event  # the whole game, not 100 steps of it
     assert line.startswith("Time ") and "cut short" not in line and "episode reward -21.0" in line, line
 
 
 def test_the_test_process_cuts_a_breakout_episode_that_never_serves_and_says_so(capfd):
     event, line = first_episode_of_the_test_process("BreakoutDeterministic-v4", one_action(0, 4), capfd)
-    kind, _, _, reward, length = event
-    assert (kind, reward, length) == ("eval_cut", 0, STALL_STEPS), event  # not a finished game
+    assert (event.cut_short, event.reward, event.length) == (True, 0, STALL_STEPS), event  # not a finished game
     assert line.endswith(f"cut short: no FIRE to serve in {STALL_STEPS:,} agent steps"), line
 
 
@@ -215,3 +216,104 @@ def test_the_test_process_plays_whole_games_when_training_ends_episodes_at_a_los
             _, _, terminated, truncated, _ = env.step(0)  # NOOP: FIRE serves after each lost life
             done = terminated or truncated
         assert lives_at_start - env.unwrapped.ale.lives() == lives_per_episode, name
+
+
+def test_the_evaluation_command_rebuilds_the_network_of_a_checkpoint_s_sizes(tmp_path, capsys):
+    """A checkpoint of an 80x80 / LSTM 512 run plays with that network on 80x80 frames (a 42x42 frame or
+    a 256 LSTM would not fit its weights)."""
+    args = params_from(["--frame-size", "80", "--lstm-size", "512", "--run-dir", str(tmp_path)])
+    model = ActorCritic(1, Discrete(4), frame_size=80, lstm_size=512)
+    save_checkpoint(tmp_path / "large.pt", checkpoint(model, None, 0, 0, None, args))
+    argv = ["--checkpoint", str(tmp_path / "large.pt"), "--episodes", "1", "--max-episode-length", "30"]
+    assert evaluation.main(ActorCritic, create_atari_env, argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.match(r"Episode 1/1: episode reward [\d.]+, episode length 30, ", lines[0]), lines
+
+
+def test_a_checkpoint_whose_weights_are_not_its_arguments_network_is_one_line_and_status_2(tmp_path, capsys):
+    args = params_from(["--frame-size", "80", "--run-dir", str(tmp_path)])
+    save_checkpoint(tmp_path / "odd.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args))
+    with pytest.raises(SystemExit) as exit_:
+        evaluation.main(ActorCritic, create_atari_env, ["--checkpoint", str(tmp_path / "odd.pt")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "A.L.E" not in line and "Stella" not in line]
+    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("test.py: error: ") and "80x80 frames" in lines[0] and "lstm.weight_ih" in lines[0]
+
+
+STATS = {"mean": 0.25, "std": 0.125, "frames": 12_345, "source": "worker 0, game 0"}
+
+
+@pytest.mark.parametrize("rollout", ["fast", "classic"])
+def test_frozen_stats_normalise_every_frame_with_the_same_values_across_episodes(rollout):
+    """Frozen: (x - mean) / (std + 1e-8) with the checkpoint's values, frame after frame and episode after
+    episode, where x is the course's frame (here read from the same game without a normaliser); in place
+    of either rollout's normaliser."""
+    frozen = frame_stats.freeze(
+        create_atari_env("BreakoutDeterministic-v4", link=atari.options(rollout=rollout)), STATS
+    )
+    raw = fast_frames.Rescale(atari.make("BreakoutDeterministic-v4"))
+    rng = np.random.default_rng(0)
+    mean, std = np.float32(STATS["mean"]), np.float32(STATS["std"])
+    for episode in range(2):
+        pairs = [(frozen.reset(seed=episode)[0], raw.reset(seed=episode)[0])]
+        for _ in range(60):
+            action = int(rng.integers(4))
+            pairs.append((frozen.step(action)[0], raw.step(action)[0]))
+        for observation, x in pairs:
+            assert observation.shape == (1, 42, 42) and observation.dtype == np.float32
+            np.testing.assert_array_equal(observation, (x - mean) / (std + np.float32(1e-8)))
+    assert len({float(x.std()) for _, x in pairs}) > 1  # the frames changed, the statistics did not
+
+
+def test_the_evaluation_command_plays_frozen_and_says_so(tmp_path, capsys):
+    args = params_from(["--run-dir", str(tmp_path)])
+    save_checkpoint(
+        tmp_path / "c.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args, frame_stats=STATS)
+    )
+    argv = ["--checkpoint", str(tmp_path / "c.pt"), "--episodes", "2", "--max-episode-length", "20"]
+    assert (
+        evaluation.main(ActorCritic, create_atari_env, [*argv, "--record", str(tmp_path / "frozen"), "--frozen-stats"])
+        == 0
+    )
+    assert evaluation.main(ActorCritic, create_atari_env, [*argv, "--record", str(tmp_path / "running")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0]
+        == "Frame statistics frozen at the checkpoint's: mean 0.25, std 0.125 (worker 0, game 0, after 12,345 frames)"
+    )
+    assert lines[3].startswith("Summary: 2 episodes") and lines[3].endswith("; frame statistics frozen"), lines
+    assert lines[6].startswith("Summary: 2 episodes") and "frozen" not in " ".join(lines[4:]), lines  # the default
+    frozen = json.loads((tmp_path / "frozen" / "summary.json").read_text())
+    running = json.loads((tmp_path / "running" / "summary.json").read_text())
+    assert frozen["normalisation"] == "frozen" and frozen["frame_stats"] == STATS
+    assert running["normalisation"] == "running" and "frame_stats" not in running
+
+
+def test_frozen_stats_of_a_checkpoint_without_them_is_one_line_and_status_2(tmp_path, capsys):
+    args = params_from(["--run-dir", str(tmp_path)])
+    save_checkpoint(tmp_path / "old.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args))
+    with pytest.raises(SystemExit) as exit_:
+        evaluation.main(ActorCritic, create_atari_env, ["--checkpoint", str(tmp_path / "old.pt"), "--frozen-stats"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "A.L.E" not in line and "Stella" not in line]
+    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("test.py: error: ") and "holds no frame statistics" in lines[0], lines
+
+
+@pytest.mark.parametrize("rollout", ["fast", "classic"])
+def test_worker_0_publishes_its_first_game_s_statistics_for_the_checkpoints(tmp_path, rollout):
+    """train.py's worker 0, on either rollout, writes what its normaliser applies into the run's shared memory; a
+    checkpoint saved with them carries them; another worker writes none."""
+    args = params_from(["--rollout", rollout, "--run-dir", str(tmp_path)])
+    counts = SharedCounts(torch.multiprocessing, 2)
+    for rank in (1, 0):
+        env = create_atari_env(args.env_name, link=SimpleNamespace(params=args, make_env=None))
+        run_train(args, rollout, env, updates=2, model=ActorCritic(1, Discrete(4)), rank=rank, counts=counts)
+        published = frame_stats.latest(counts.frames)
+        if rank == 1:
+            assert published is None
+    assert published == frame_stats.of_normaliser(env) and published["frames"] == env.num_steps > 40
+    assert published["source"] == "worker 0, game 0" and published["std"] > 0
+    save_checkpoint(
+        tmp_path / "c.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 0, 0, None, args, frame_stats=published)
+    )
+    assert frame_stats.of_checkpoint(load_checkpoint(tmp_path / "c.pt"), "c.pt") == published

@@ -52,14 +52,38 @@ def test_fast_path_hands_over_the_course_gradient(case, gae_lambda, monkeypatch)
     assert_same_gradients(grads["fast"], grads["classic"])
 
 
-def test_a_batch_of_games_hands_over_the_mean_of_their_course_gradients(monkeypatch):
+LARGER = ["--frame-size", "80", "--lstm-size", "512"]  # the opt-in sizes: 800 features into an LSTM of 512
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_fast_path_hands_over_the_course_gradient_with_80x80_frames_and_an_lstm_of_512(case, monkeypatch):
+    """--frame-size 80 --lstm-size 512: the fast path's rows, windows and LSTM follow the network's sizes."""
+    args = params_from(LARGER)
+    actions = torch.randint(0, NUM_ACTIONS, (100,), generator=torch.Generator().manual_seed(4)).tolist()
+    grads = {}
+    for rollout in ("classic", "fast"):
+        force_actions(monkeypatch, actions)
+        game = ScriptedGame(**case, frame_size=80)
+        model = shared_model(frame_size=80, lstm_size=512)
+        grads[rollout] = run_train(args, rollout, game, updates=3, model=model)
+        monkeypatch.undo()
+        assert game.actions == actions[: len(game.actions)]
+    assert grads["fast"][0]["lstm.weight_ih"].shape == (4 * 512, 800)
+    assert_same_gradients(grads["fast"], grads["classic"])
+
+
+@pytest.mark.parametrize("larger", [False, True], ids=["course", "80x80-lstm512"])
+def test_a_batch_of_games_hands_over_the_mean_of_their_course_gradients(larger, monkeypatch):
     """--envs-per-worker 3: the games play in one batch (sampled, not forced), end their episodes at
     different steps inside the rollouts, and carry their LSTM states; each update's gradient must be
     the mean of the gradients the course's loop computes on each game alone with the same actions."""
-    args = params_from(["--envs-per-worker", "3", "--max-grad-norm", "1e9"])  # clipping would hide a 3x
+    flags = ["--envs-per-worker", "3", "--max-grad-norm", "1e9"]  # clipping would hide a 3x
+    args = params_from(flags + (LARGER if larger else []))
+    network = dict(frame_size=args.frame_size, lstm_size=args.lstm_size)
     cases = [dict(length=None, seed=1), dict(length=7, seed=2), dict(length=13, seed=3)]
+    cases = [dict(case, frame_size=args.frame_size) for case in cases]
     batch = [ScriptedGame(**case) for case in cases]
-    batched = run_train(args, "fast", batch, updates=3)
+    batched = run_train(args, "fast", batch, updates=3, model=shared_model(**network))
     assert len({len(game.actions) for game in batch}) == 3  # the episodes ended inside rollouts, apart
     per_game = []
     args.envs_per_worker = 1
@@ -67,7 +91,7 @@ def test_a_batch_of_games_hands_over_the_mean_of_their_course_gradients(monkeypa
         assert len(set(played.actions)) > 1  # really sampled
         force_actions(monkeypatch, played.actions)
         game = ScriptedGame(**case)
-        per_game.append(run_train(args, "classic", game, updates=3))
+        per_game.append(run_train(args, "classic", game, updates=3, model=shared_model(**network)))
         monkeypatch.undo()
         assert game.actions == played.actions
     mean = [{name: sum(grads[u][name] for grads in per_game) / len(cases) for name in per_game[0][u]} for u in range(3)]

@@ -54,6 +54,7 @@ def test_step_budget_ends_the_run_and_leaves_its_record(tmp_path):
     data = load_checkpoint(tmp_path, num_actions=4)
     assert 600 <= data["counter"] < 600 + 2 * 20 + 1  # at most one rollout per worker past the budget
     assert data["optimizer"]["state"][0]["step"].item() > 0
+    assert data["frame_stats"]["frames"] > 0 and data["frame_stats"]["source"] == "worker 0, game 0"  # --frozen-stats
     with open(tmp_path / "progress.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and set(rows[0]) == {"kind", "time_s", "total_steps", "worker", "reward", "length"}

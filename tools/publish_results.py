@@ -60,7 +60,8 @@ def main():
     args.pretrained.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         args.pretrained,
-        {key: data.get(key) for key in ("model", "counter", "elapsed", "best_reward", "args")} | {"optimizer": None},
+        {key: data.get(key) for key in ("model", "counter", "elapsed", "best_reward", "args", "frame_stats")}
+        | {"optimizer": None},
     )
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run_dir / "progress.csv", args.out / "progress.csv")
