@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.multiprocessing as mp
+from torch.nn.utils import parameters_to_vector
 
 from a3c_extras.errors import first_line
 from a3c_extras.events import GaveUp
@@ -34,7 +35,7 @@ from a3c_extras.supervision import load_shared
 
 def flat_weights(model) -> torch.Tensor:
     """A copy of the model's parameters as one flat vector (the model has no buffers)."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return parameters_to_vector(model.parameters()).detach()
 
 
 def _parts(model, vector: torch.Tensor):

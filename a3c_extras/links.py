@@ -85,8 +85,6 @@ class WorkerLink:
         link.events = deque(maxlen=OUTBOX_LIMIT)  # the outbox (without a writer: a benchmark's, kept nowhere)
         return link
 
-    # ---------------------------------------------------------------- steps and stopping
-
     def add_steps(self, n: int) -> None:
         if self.shared is None:
             self.local_steps += n
@@ -119,8 +117,6 @@ class WorkerLink:
         deadline = time.time() + seconds
         while not self.stop_requested() and time.time() < deadline:
             time.sleep(min(0.2, max(deadline - time.time(), 0)))
-
-    # ---------------------------------------------------------------- what a child tells
 
     def report(self, event) -> None:
         """Queue an event for the supervisor; never blocks (the child's sender thread writes the pipe)."""
@@ -218,7 +214,9 @@ class Sender:
             if batch:
                 payload = pickle.dumps(batch)
                 try:
-                    write_all(self.fd, FRAME.pack(len(payload)) + payload)
+                    view = memoryview(FRAME.pack(len(payload)) + payload)
+                    while view:
+                        view = view[os.write(self.fd, view) :]
                 except OSError:
                     return  # the supervisor is gone: the child's parent watch ends it
             if not self.outbox:
@@ -228,12 +226,6 @@ class Sender:
         self.idle.clear()
         self.wake.set()
         self.idle.wait(timeout)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class Inbox:

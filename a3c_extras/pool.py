@@ -41,7 +41,6 @@ class Child:
     inbox: Inbox
     process: object = None
     error: str | None = None  # the one line of its last exception
-    ended: bool = False  # cleanly, at the end of the run
 
 
 class Pool:
@@ -126,8 +125,7 @@ class Pool:
         child.process = None
         stopped = self.stopping or self.counts.stop.value
         if exitcode == 0 and (stopped or budget_reached(self.counts.total(), self.link_options.get("max_steps", 0))):
-            child.ended = True
-            return
+            return  # it ended cleanly, with the run
         why, child.error = child.error or describe_exit(exitcode), None
         if stopped:
             return  # the run is stopping anyway

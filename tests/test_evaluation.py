@@ -101,7 +101,7 @@ def test_pong_played_with_one_repeated_action_is_never_cut_short(action):
 
 def test_the_test_process_plays_a_pong_game_out_and_reports_it_finished(capfd):
     event, line = first_episode_of_the_test_process("PongDeterministic-v4", one_action(0, 6), capfd)
-    assert not event.cut_short and event.reward == -21 and event.length > 300, event  # the whole game, not 100 steps of it
+    assert not event.cut_short and event.reward == -21 and event.length > 300, event  # the whole game, not 100 steps
     assert line.startswith("Time ") and "cut short" not in line and "episode reward -21.0" in line, line
 
 
