@@ -50,7 +50,9 @@ def test_a_run_survives_children_killed_one_after_another(tmp_path):
         seen.update(children.values())
         children[victim_name].kill()
         kills.append(victim_name[len("a3c ") :])
-        run.wait_for(rf"{kills[-1]} died: killed by signal SIGKILL; restarted", stream="errors")
+        run.wait_for(rf"{kills[-1]} died: killed by signal SIGKILL; restarted", stream="errors", timeout=10)
+        replacement = {c.name(): c for c in alive(run.children())}.get(victim_name)
+        assert replacement is not None and replacement.pid != children[victim_name].pid  # under its name in ps
     run.wait_for(rf"restarts {len(kills)}( |$)")  # the status line counts them
     steps_then, deadline = last_status_steps(run.lines), time.time() + 60
     while last_status_steps(run.lines) <= steps_then:  # and the run trains on

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -139,25 +138,6 @@ def test_signal_stops_cleanly(tmp_path, sig):
     assert load_checkpoint(tmp_path)["counter"] > 0
     assert load_checkpoint(tmp_path / "best.pt")["best_reward"] is not None  # the finished game that was printed
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-
-
-def test_a_killed_worker_is_replaced_with_its_name(tmp_path):
-    run = LiveRun(*FAST, "--run-dir", str(tmp_path))
-    run.wait_for(r"^Time ")
-    children = sorted(run.children(), key=lambda c: c.create_time())
-    assert children[-1].name() == "a3c worker 1"  # the last one started
-    children[-1].kill()
-    sent = time.time()
-    run.wait_for(r"\| restarts 1( |$)", timeout=20)
-    assert any(re.search(r"worker 1 died: killed by signal SIGKILL; restarted", x) for x in run.errors), run.errors
-    assert time.time() - sent < 10
-    replacement = [c for c in run.children() if c.name() == "a3c worker 1"]
-    assert len(replacement) == 1 and replacement[0].pid != children[-1].pid
-    os.killpg(run.proc.pid, signal.SIGINT)
-    assert run.wait(timeout=30) == 0
-    load_checkpoint(tmp_path)
-    assert "restart,worker 1,killed by signal SIGKILL" in (tmp_path / "events.csv").read_text()
-    assert not [c for c in [*children, *replacement] if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
 def _checkpoint_payload(num_actions=4, counter=7):
