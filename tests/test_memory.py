@@ -8,7 +8,8 @@ from gymnasium.spaces import Discrete
 
 from a3c_extras import memory
 from a3c_extras.checkpoints import checkpoint, save_checkpoint
-from helpers import params_from
+from a3c_extras.supervision import Run
+from helpers import LiveRun, no_run_left_behind, own_lines, params_from  # noqa: F401 (the fixture stops every run)
 from model import ActorCritic
 
 GB = 2**30
@@ -93,3 +94,23 @@ def test_a_resumed_run_is_checked_again_unless_its_own_sitting_says_not_to(tmp_p
     save_checkpoint(tmp_path / "checkpoint.pt", checkpoint(ActorCritic(1, Discrete(4)), None, 1_000, 1.0, None, args))
     assert not params_from(["--resume", str(tmp_path)]).no_memory_check
     assert params_from(["--resume", str(tmp_path), "--no-memory-check"]).no_memory_check
+
+
+def test_run_checks_before_it_makes_the_run_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(memory, "available_memory", lambda: 0.1 * GB)
+    args = params_from(["--num-processes", "2", "--run-dir", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as stopped:
+        Run(args, None, None)  # stops before it touches the model, the optimizer or the disk
+    assert stopped.value.code == 2
+    assert "main.py: error: 2 workers x 1 game need about" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_main_refuses_a_run_that_no_machine_could_hold_without_starting_a_child(tmp_path):
+    # a rollout of 10**9 steps keeps rows of 0.56 MB each: about 600 TB, more than any machine has
+    run = LiveRun("--num-processes", "1", "--num-steps", "1000000000", "--max-steps", "1", "--run-dir", str(tmp_path))
+    assert run.wait(timeout=60) == 2
+    lines = own_lines("\n".join(run.errors))
+    assert len(lines) == 1 and lines[0].startswith("main.py: error: 1 worker x 1 game needs about"), run.errors
+    assert "not even one worker of one game would fit" in lines[0]
+    assert not any(tmp_path.iterdir())
