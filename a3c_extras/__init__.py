@@ -16,6 +16,7 @@ here imports them (the model, the environment and the course's functions are pas
     checkpoints   the checkpoint format: written atomically, loaded safely
     run_record    config.json, progress.csv and the learning curve
     dashboard     the run's TensorBoard charts, against agent steps
+    memory        the run's memory estimated from measured figures; one that would not fit stops before its children
     supervision   the main process's side of a run, and the link from each child process to it
     cluster       the same run over the machines of a Ray cluster (--ray-address), driven from main.py's process
     cluster_actors  what runs on those machines: one Hogwild group per machine, the parameter server

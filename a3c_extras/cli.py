@@ -170,6 +170,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="opt-in: the LSTM's hidden size, which the actor and the critic read (default: 256, the course's)",
     )
     p.add_argument(
+        "--no-memory-check",
+        action="store_true",
+        help="start the run even if its estimated memory (the workers, their games, the rollout) is more than "
+        "this machine has available; by default such a run stops before it starts (a3c_extras/memory.py)",
+    )
+    p.add_argument(
         "--lr-decay-until",
         type=number(int, low=0),
         default=0,
@@ -344,7 +350,8 @@ def read_command_line(params, argv=None):
             fail(f"{parser.prog}: error: {error}")
         saved = data["args"]
         saved = {RENAMED.get(k, k): v for k, v in saved.items()}
-        keep = {"resume", "run_dir", "max_steps", "max_time", "ray_address"}  # these belong to this sitting
+        # these belong to this sitting (the memory check, to this machine now)
+        keep = {"resume", "run_dir", "max_steps", "max_time", "ray_address", "no_memory_check"}
         recipe = saved.get("recipe")  # the run's own: its settings are already among the saved arguments
         if args.recipe and args.recipe != recipe:
             started = f"with --recipe {recipe}" if recipe else "without a recipe"

@@ -8,7 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from a3c_extras import frame_stats, jobs
+from a3c_extras import frame_stats, jobs, memory
 from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint
 from a3c_extras.cli import complete, fail
 from a3c_extras.dashboard import Dashboard
@@ -51,6 +51,7 @@ class Run:
 
     def __init__(self, args, shared_model, optimizer, ctx=mp, *, make_env=None, slots: int | None = None):
         args = complete(args)  # a learner's own Params too
+        memory.check(args, ctx)  # a run that would not fit stops here, before its directory and its children
         self.args, self.shared_model, self.optimizer, self.ctx = args, shared_model, optimizer, ctx
         self.start_steps, self.elapsed_before, best = 0, 0.0, None
         if args.resume:
