@@ -156,6 +156,31 @@ class GlobalWeights:
         copy_flat_(self.shared_model, torch.from_numpy(np.array(weights)))  # a copy: Ray's array is read-only
 
 
+def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], server: str, **group_options) -> list:
+    """A Group actor on each node, started and ready. A group takes no CPU from Ray's count (its workers are
+    processes of its own, which Ray does not schedule); the node affinity puts one on each machine. Ray restarts a
+    group whose process died, as often as it takes: the run's restart policy decides when to give up on it."""
+    group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
+    groups = [
+        group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
+            index=i,
+            name=name,
+            params=args,
+            spaces=spaces,
+            server=server,
+            first_rank=i * args.num_processes,
+            **group_options,
+        )
+        for i, (name, node) in enumerate(zip(names, nodes))
+    ]
+    for name, ready in zip(names, [g.ready.remote() for g in groups]):
+        try:
+            ray.get(ready, timeout=START_TIMEOUT)
+        except actor_errors() as error:
+            raise ClusterError(f"{name} could not start its workers: {why_actor_died(error)}")
+    return groups
+
+
 class Machines:
     """The driver's side of the cluster: one group per machine and the parameter server (`weights`), polled without
     waiting. What they tell goes to `emit` with the rest of the run's events: their workers' events, and each
@@ -168,33 +193,12 @@ class Machines:
         self.ray, self.emit, self.optimizer = ray, emit, optimizer
         self.names = [f"machine {i} ({node['NodeManagerAddress']})" for i, node in enumerate(nodes)]
         self.weights = GlobalWeights(ray, shared_model, optimizer, steps, len(nodes), emit)
-        # A group takes no CPU from Ray's count (its workers are processes of its own, which Ray does not schedule);
-        # the node affinity puts one on each machine. Ray restarts a group whose process died, as often as it takes.
-        group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
-        self.groups = [
-            group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
-                index=i,
-                name=name,
-                params=args,
-                spaces=spaces,
-                server=self.weights.name,
-                first_rank=i * args.num_processes,
-                **group_options,
-            )  # fmt: skip
-            for i, (name, node) in enumerate(zip(self.names, nodes))
-        ]
-        self.workers, self.policy = (
-            len(nodes) * args.num_processes,
-            RestartPolicy(args.max_restarts, args.restart_window),
-        )
+        self.groups = start_groups(ray, args, spaces, self.names, nodes, self.weights.name, **group_options)
+        self.workers = len(nodes) * args.num_processes
+        self.policy = RestartPolicy(args.max_restarts, args.restart_window)
         self.alive, self.lost, self.sync_ms = set(range(len(nodes))), [], [[] for _ in nodes]
         self.pending, self.restarting = {}, {}  # machine -> (its poll, asked when); machine -> when its group died
         self.pids = [None] * len(nodes)  # each group's process, as its last report gave it
-        for name, ready in zip(self.names, [g.ready.remote() for g in self.groups]):
-            try:
-                ray.get(ready, timeout=START_TIMEOUT)
-            except actor_errors() as error:
-                raise ClusterError(f"{name} could not start its workers: {why_actor_died(error)}")
 
     def poll(self) -> None:
         """Take the answers of every group that answered since the last call, and the server's; ask them again."""

@@ -20,9 +20,75 @@ class VideoError(RuntimeError):
     """A video that could not be written; the message says which and why."""
 
 
-# ---------------------------------------------------------------- the recorder
-
 _END = object()  # tells the encoder thread that the episode is over
+
+
+class Encoder:
+    """An H.264 MP4 written by a thread of its own from a bounded queue of steps, each made an image by
+    `compose(step)`: the caller waits only when the encoder falls `queue_size` steps behind, and memory stays the
+    same however long the episode is (frames are streamed to the file, never all kept). Any error is kept for the
+    caller, who learns of it at the next put() or at finish(); `name`, the video's, is in each message."""
+
+    def __init__(self, path: Path, name: Path, fps: float, compose, queue_size: int, crf: int):
+        self.name, self.compose = name, compose
+        self.error: BaseException | None = None
+        self.finished = False  # set by the thread once the file is complete
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        # Opened here, not in the thread, so a bad path fails at once in the caller.
+        self.container = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+        self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        self.stream.pix_fmt = "yuv420p"
+        # Atari frames are small: one encoder thread keeps up easily and leaves the cores to the agent.
+        self.stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+        self.thread = threading.Thread(target=self.encode_all, name=f"video {name.name}", daemon=True)
+        self.thread.start()
+
+    def put(self, item) -> None:
+        """Queue an item, waiting while the queue is full, but never for an encoder that has died."""
+        while True:
+            if self.error is not None or not self.thread.is_alive():
+                raise VideoError(f"recording {self.name} failed: {describe(self.error)}")
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, timeout: float) -> None:
+        """The end marker, then wait for the file to be complete; VideoError if it could not be."""
+        try:
+            self.put(_END)
+        except VideoError:
+            pass  # the thread has ended with an error: reported below
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise VideoError(f"the encoder of {self.name} did not finish within {timeout:g} s")
+        if self.error is not None or not self.finished:
+            raise VideoError(f"recording {self.name} failed: {describe(self.error)}") from self.error
+
+    def encode_all(self) -> None:
+        """The thread: compose and encode the steps until the end marker, then finish the file."""
+        try:
+            index = 0
+            while (step := self.queue.get()) is not _END:
+                image = self.compose(step)
+                if index == 0:  # the video's size is known from its first frame
+                    self.stream.height, self.stream.width = image.shape[:2]
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame.pts = index  # in units of 1/fps: one frame per agent step
+                for packet in self.stream.encode(frame):
+                    self.container.mux(packet)
+                index += 1
+            for packet in self.stream.encode():  # flush the frames the encoder still holds
+                self.container.mux(packet)
+            self.finished = True
+        except Exception as error:  # noqa: BLE001 - whatever it is, the caller must hear of it
+            self.error = error
+        finally:
+            try:
+                self.container.close()
+            except Exception as error:  # noqa: BLE001 - a file that cannot be finished is a failure too
+                self.error = self.error or error
 
 
 class EpisodeRecorder:
@@ -30,11 +96,8 @@ class EpisodeRecorder:
 
     The caller passes fps = 60 / frameskip so the video runs at the game's speed: each agent step
     covers `frameskip` emulator frames of the 60 Hz console, and only the screen at the agent's
-    decision is kept. So the video has exactly as many frames as add_frame was called.
-
-    Frames are copied into a bounded queue and composed and encoded by a background thread: the
-    evaluation loop only waits when the encoder falls `queue_size` frames behind, and memory stays
-    the same however long the episode is (frames are streamed to the file, never all kept).
+    decision is kept. So the video has exactly as many frames as add_frame was called. The steps are
+    composed and encoded by an Encoder's thread.
 
     While recording, the file is `path` + ".part"; close() renames it to `path` (or `rename_to`), so a
     process killed mid-episode never leaves a broken .mp4 behind.
@@ -58,17 +121,7 @@ class EpisodeRecorder:
         self.frames = 0  # add_frame calls so far
         self._size = None  # the screen's shape: every frame of a video must have the same
         self._closed = False
-        self._error: BaseException | None = None
-        self._finished = False  # set by the encoder thread once the file is complete
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        # Opened here, not in the thread, so a bad path fails at once in the caller.
-        self._container = av.open(str(self.partial), "w", format="mp4", options={"movflags": "+faststart"})
-        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        self._stream.pix_fmt = "yuv420p"
-        # Atari frames are small: one encoder thread keeps up easily and leaves the cores to the agent.
-        self._stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
-        self._thread = threading.Thread(target=self._encode_all, name=f"video {self.path.name}", daemon=True)
-        self._thread.start()
+        self._encoder = Encoder(self.partial, self.path, fps, self._compose, queue_size, crf)
 
     def add_frame(
         self,
@@ -102,7 +155,7 @@ class EpisodeRecorder:
             )
         else:
             step = (screen,)
-        self._put(step)
+        self._encoder.put(step)
         self.frames += 1
 
     def close(self, rename_to=None, timeout: float = 60.0) -> Path | None:
@@ -113,15 +166,11 @@ class EpisodeRecorder:
             raise VideoError(f"{self.path.name}: closed twice")
         self._closed = True
         try:
-            self._put(_END)
+            self._encoder.finish(timeout)
         except VideoError:
-            pass  # the thread has ended with an error: reported below
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise VideoError(f"the encoder of {self.path} did not finish within {timeout:g} s")
-        if self._error is not None or not self._finished:
-            self.partial.unlink(missing_ok=True)
-            raise VideoError(f"recording {self.path} failed: {describe(self._error)}") from self._error
+            if not self._encoder.thread.is_alive():
+                self.partial.unlink(missing_ok=True)
+            raise
         if self.frames == 0:
             self.partial.unlink(missing_ok=True)
             return None
@@ -130,50 +179,12 @@ class EpisodeRecorder:
         self.path = final
         return final
 
-    def _put(self, item) -> None:
-        """Queue an item, waiting while the queue is full, but never for an encoder that has died."""
-        while True:
-            if self._error is not None or not self._thread.is_alive():
-                raise VideoError(f"recording {self.path} failed: {describe(self._error)}")
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _encode_all(self) -> None:
-        """The encoder thread: compose and encode frames until the end marker, then finish the file.
-        Any error is kept for the caller; the thread then stops taking frames."""
-        try:
-            index = 0
-            while (step := self._queue.get()) is not _END:
-                self._encode(self._compose(step), index)
-                index += 1
-            for packet in self._stream.encode():  # flush the frames the encoder still holds
-                self._container.mux(packet)
-            self._finished = True
-        except Exception as error:  # noqa: BLE001 - whatever it is, close() must report it
-            self._error = error
-        finally:
-            try:
-                self._container.close()
-            except Exception as error:  # noqa: BLE001 - a file that cannot be finished is a failure too
-                self._error = self._error or error
-
     def _compose(self, step: tuple) -> np.ndarray:
         if not self.overlay:
             return even_size(step[0])
         screen, observation, probs, value, action = step
         names = self.action_names or [str(i) for i in range(len(probs))]
         return compose_frame(screen, observation, probs, value, names, action)
-
-    def _encode(self, image: np.ndarray, index: int) -> None:
-        if index == 0:  # the video's size is known from its first frame
-            self._stream.height, self._stream.width = image.shape[:2]
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = index  # in units of 1/fps: one frame per agent step
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
 
 
 def describe(error: BaseException | None) -> str:

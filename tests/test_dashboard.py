@@ -145,12 +145,13 @@ def test_the_charts_are_on_unless_no_tensorboard():
 
 
 def sitting(tmp_path, *argv) -> None:
-    """main.py on one worker until its test process has finished an episode and a training game was counted in
-    a status line (the events the charts are made of), then Ctrl-C: a sitting ended by events, not by a budget."""
+    """main.py on one worker until its test process has ended an episode begun after the workers took steps, and a
+    training game was counted in a status line (the events the charts are made of), then Ctrl-C: a sitting ended
+    by events, not by a budget."""
     run = LiveRun(
         "--num-processes", "1", "--eval-interval", "0", "--record-every", "0", "--status-interval", "1", *argv
     )
-    run.wait_for(r"^Time ", timeout=180)
+    run.wait_for(r"^Time .*, num steps [1-9]", timeout=180)  # an episode of weights loaded after steps were taken
     run.wait_for(r"train return \(last", timeout=180)
     time.sleep(1.5)  # one more status line: its speed
     os.killpg(run.proc.pid, signal.SIGINT)
