@@ -73,6 +73,25 @@ def ray_address(text: str) -> str:
     return text
 
 
+def add_size_arguments(p: argparse.ArgumentParser) -> None:
+    """The network's opt-in sizes, main.py's flags and the benchmarks' alike."""
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        choices=FRAME_SIZES,
+        default=COURSE_FRAME_SIZE,
+        help="opt-in: 80 keeps the frames at the course's 80x80 resize, without its shrink to 42x42; the "
+        "network's LSTM then reads 32 x 5 x 5 = 800 features instead of 288 (default: 42, the course's)",
+    )
+    p.add_argument(
+        "--lstm-size",
+        type=number(int, low=1),
+        default=COURSE_LSTM_SIZE,
+        metavar="N",
+        help="opt-in: the LSTM's hidden size, which the actor and the critic read (default: 256, the course's)",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The flags the course did not have: budgets, resume, the record, videos, speed, departures, a cluster."""
     p.add_argument(
@@ -154,21 +173,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="games each worker plays at once, acting in one batch and learning in one update from "
         "their K rollouts (default: 1, the course's A3C; needs --rollout fast)",
     )
-    p.add_argument(
-        "--frame-size",
-        type=int,
-        choices=FRAME_SIZES,
-        default=COURSE_FRAME_SIZE,
-        help="opt-in: 80 keeps the frames at the course's 80x80 resize, without its shrink to 42x42; the "
-        "network's LSTM then reads 32 x 5 x 5 = 800 features instead of 288 (default: 42, the course's)",
-    )
-    p.add_argument(
-        "--lstm-size",
-        type=number(int, low=1),
-        default=COURSE_LSTM_SIZE,
-        metavar="N",
-        help="opt-in: the LSTM's hidden size, which the actor and the critic read (default: 256, the course's)",
-    )
+    add_size_arguments(p)
     p.add_argument(
         "--no-memory-check",
         action="store_true",

@@ -50,15 +50,11 @@ from ale_py.env import AtariEnv  # noqa: E402
 
 from a3c_extras import fast_frames, fast_worker  # noqa: E402
 from a3c_extras.atari import options  # noqa: E402
-from a3c_extras.cli import (  # noqa: E402
-    fail,
-    number,
-    read_command_line,  # noqa: E402
-)
+from a3c_extras.cli import add_size_arguments, fail, number, read_command_line  # noqa: E402
 from a3c_extras.fast_rollout import Rollout  # noqa: E402
 from a3c_extras.links import SharedCounts, WorkerLink  # noqa: E402
 from a3c_extras.shared import shared_model_and_optimizer  # noqa: E402
-from a3c_extras.sizes import COURSE_FRAME_SIZE, COURSE_LSTM_SIZE, FRAME_SIZES  # noqa: E402
+from a3c_extras.sizes import COURSE_FRAME_SIZE  # noqa: E402
 from envs import create_atari_env  # noqa: E402
 from main import Params  # noqa: E402
 from model import ActorCritic  # noqa: E402
@@ -106,20 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="games per training worker; several values give one train measurement each (default: 1)",
     )
-    p.add_argument(
-        "--frame-size",
-        type=int,
-        choices=FRAME_SIZES,
-        default=COURSE_FRAME_SIZE,
-        help="the frames' size, as main.py's flag (default: 42, the course's)",
-    )
-    p.add_argument(
-        "--lstm-size",
-        type=number(int, low=1),
-        default=COURSE_LSTM_SIZE,
-        metavar="N",
-        help="the LSTM's hidden size, as main.py's flag (default: 256, the course's)",
-    )
+    add_size_arguments(p)  # main.py's --frame-size and --lstm-size
     p.add_argument(
         "--profile", action="store_true", help="also time the parts of the training workers' loop, per agent step"
     )
