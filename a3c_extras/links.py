@@ -60,8 +60,8 @@ class SharedCounts:
 class WorkerLink:
     """A child's side of the run. A link to no run (tests, benchmarks, a learner's own main.py) counts its steps
     itself, stops only at max_steps (or request_stop) and keeps its latest events in `events`; a run's link
-    (Run.child) shares the run's counts and sends its events to the supervisor. `make_env(params)` replaces the
-    Atari game (the tests' Catch)."""
+    (the pool's, a3c_extras/pool.py) shares the run's counts and sends its events to the supervisor.
+    `make_env(params)` replaces the Atari game (the tests' Catch)."""
 
     def __init__(self, name: str = "worker", *, make_env=None, max_steps: int = 0, max_nonfinite: int = 100):
         self.name, self.make_env, self.max_steps, self.max_nonfinite = name, make_env, max_steps, max_nonfinite

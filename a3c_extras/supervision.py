@@ -49,10 +49,10 @@ class Run:
     --resume it loads the checkpoint into them. main.py makes each child's target with worker(train) and
     test_process(test); `jobs` may be added to before supervise() (a test's listener)."""
 
-    def __init__(self, args, shared_model, optimizer, ctx=mp, *, make_env=None, slots: int | None = None):
+    def __init__(self, args, shared_model, optimizer, ctx=mp, *, make_env=None):
         args = complete(args)  # a learner's own Params too
         memory.check(args, ctx)  # a run that would not fit stops here, before its directory and its children
-        self.args, self.shared_model, self.optimizer, self.ctx = args, shared_model, optimizer, ctx
+        self.args, self.shared_model, self.optimizer = args, shared_model, optimizer
         self.start_steps, self.elapsed_before, best = 0, 0.0, None
         if args.resume:
             try:
@@ -68,7 +68,7 @@ class Run:
             self.record = RunRecord(args.run_dir, args, extra, bool(args.resume))
         except OSError as error:
             fail(f"main.py: error: cannot write the run directory {args.run_dir}: {describe_os_error(error)}")
-        self.counts = SharedCounts(ctx, args.num_processes + 1 if slots is None else slots, self.start_steps, best)
+        self.counts = SharedCounts(ctx, args.num_processes + 1, self.start_steps, best)  # the workers, the test
         link_options = {"make_env": make_env, "max_steps": args.max_steps, "max_nonfinite": args.max_nonfinite}
         link_options["best_path"] = str(self.record.dir / "best.pt")
         policy = RestartPolicy(args.max_restarts, args.restart_window)
