@@ -14,7 +14,7 @@ class BestWeights:
     latest of the window, with worker 0's frame statistics. `counts.best` is the run's shared best score (the test
     process alone writes it), so that a resumed run and a replaced test process go on from it."""
 
-    def __init__(self, counts, path: str | None):
+    def __init__(self, counts, path: str):
         self.counts, self.path, self.rewards = counts, path, deque(maxlen=1000)
 
     def add(self, reward: float, num_steps: int, model, params) -> str | None:
@@ -27,10 +27,9 @@ class BestWeights:
         if score <= self.counts.best.value:
             return None
         self.counts.best.value = score
-        path = Path(self.path or Path(params.run_dir) / "best.pt")
         stats = frame_stats.latest(self.counts.frames)
         try:
-            save_checkpoint(path, checkpoint(model, None, num_steps, None, score, params, frame_stats=stats))
+            save_checkpoint(Path(self.path), checkpoint(model, None, num_steps, None, score, params, frame_stats=stats))
         except Exception as error:  # noqa: BLE001 - a full disk, a read-only directory
             return describe_os_error(error)
         return None

@@ -28,7 +28,6 @@ from a3c_extras.errors import first_line
 from a3c_extras.events import GaveUp
 from a3c_extras.links import SharedCounts
 from a3c_extras.pool import ChildSpec, Pool
-from a3c_extras.restarts import RestartPolicy
 from a3c_extras.shared import shared_model_and_optimizer
 from a3c_extras.supervision import load_shared
 
@@ -141,9 +140,7 @@ class Group:
         self.counted = 0  # the workers' steps (sum of their slots) that the server already knows of
         self.outbox, self.sync_ms, self.sync_failed = [], [], False
         self.stopping = threading.Event()  # the sync thread's, inside this process only
-        policy = RestartPolicy(params.max_restarts, params.restart_window)
-        options = {"make_env": make_env, "max_steps": params.max_steps, "max_nonfinite": params.max_nonfinite}
-        self.pool = Pool(ctx, self.shared, self.outbox.append, policy, options)
+        self.pool = Pool(ctx, self.shared, self.outbox.append, params, make_env)
         for rank in range(first_rank, first_rank + params.num_processes):
             args = (rank, params, self.model, self.optimizer)
             self.pool.start(ChildSpec("worker", rank, train, args, where=f"{name} "))

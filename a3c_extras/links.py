@@ -12,6 +12,7 @@ a child killed at any moment, in any state, leaves nothing the supervisor waits 
 
 import ctypes
 import math
+import multiprocessing as mp
 import os
 import pickle
 import signal
@@ -30,8 +31,7 @@ from a3c_extras.events import ChildError, EvalEpisode, Losses, NonFinite, TrainG
 FRAME = struct.Struct("!I")  # each message on a child's pipe: its length, then a pickled list of events
 SEND_EVERY = 0.25  # seconds between a child's batches of events
 LOSSES_EVERY = 2.0  # seconds between a worker's averages of its losses
-OUTBOX_LIMIT = 100_000  # events a child keeps while its supervisor does not read (the oldest go first)
-KEPT_LOCALLY = 10_000  # the latest events a link to no run keeps (for tests)
+EVENTS_KEPT = 100_000  # events a child keeps while its supervisor does not read (the oldest go first)
 
 
 def budget_reached(steps: int, max_steps: int) -> bool:
@@ -58,59 +58,54 @@ class SharedCounts:
 
 
 class WorkerLink:
-    """A child's side of the run. A link to no run (tests, benchmarks, a learner's own main.py) counts its steps
-    itself, stops only at max_steps (or request_stop) and keeps its latest events in `events`; a run's link
-    (the pool's, a3c_extras/pool.py) shares the run's counts and sends its events to the supervisor.
-    `make_env(params)` replaces the Atari game (the tests' Catch)."""
+    """A child's side of the run: the run's `counts` and its slot there, and the pipe (`writer`) its events go to.
+    A link to no run (tests, benchmarks, a learner's own main.py) has counts of its own, stops only at max_steps (or
+    request_stop) and keeps its latest events in `events`. `make_env(params)` replaces the Atari game (the tests'
+    Catch); `best_path`, the test process's best.pt (a3c_extras/best.py), none without it."""
 
-    def __init__(self, name: str = "worker", *, make_env=None, max_steps: int = 0, max_nonfinite: int = 100):
+    def __init__(
+        self,
+        name="worker",
+        *,
+        counts=None,
+        slot=0,
+        writer=None,
+        make_env=None,
+        max_steps=0,
+        max_nonfinite=100,
+        best_path=None,
+    ):
         self.name, self.make_env, self.max_steps, self.max_nonfinite = name, make_env, max_steps, max_nonfinite
-        self.shared, self.slot, self.writer, self.best_path = None, 0, None, None
-        self.local_steps, self.local_stop = 0, False
-        self.events = deque(maxlen=KEPT_LOCALLY)  # a link to no run: the latest it would have sent
+        self.in_run, self.counts = counts is not None, counts or SharedCounts(mp, 1)
+        self.slot, self.writer, self.best_path, self.best = slot, writer, best_path, None
+        self.events = deque(maxlen=EVENTS_KEPT)  # the outbox, or a link to no run's latest events
         self.game_return, self.game_length = {}, {}  # per game of the worker: raw score and length so far
         self.skipped = self.skipped_in_a_row = 0  # non-finite updates
         self.loss_sums, self.loss_count, self.losses_sent = [0.0] * 4, 0, time.time()
-        self.sender = None
-        self.params = None  # train's and test's params, completed (connect())
-        self.best = None  # the test process's best.pt
-        self.start_steps = 0  # the run's steps when the child connected
-
-    @classmethod
-    def of_run(
-        cls, shared: SharedCounts, slot: int, writer, *, make_env=None, max_steps=0, max_nonfinite=100, best_path=None
-    ):
-        link = cls(make_env=make_env, max_steps=max_steps, max_nonfinite=max_nonfinite)
-        link.shared, link.slot, link.writer, link.best_path = shared, slot, writer, best_path
-        link.events = deque(maxlen=OUTBOX_LIMIT)  # the outbox (without a writer: a benchmark's, kept nowhere)
-        return link
+        self.sender, self.stopped = None, False
+        self.params, self.start_steps = None, 0  # train's and test's params, completed, and the steps then (connect)
 
     def add_steps(self, n: int) -> None:
-        if self.shared is None:
-            self.local_steps += n
-        else:
-            self.shared.steps[self.slot] += n  # this slot is written by this child alone
+        self.counts.steps[self.slot] += n  # this slot is written by this child alone
 
     def total_steps(self) -> int:
-        return self.local_steps if self.shared is None else self.shared.total()
+        return self.counts.total()
 
     def speed(self, start_time: float) -> str:
         """The test process's line after the course's three fields: the run's agent steps and their rate
         since this child started; nothing without a run."""
-        if self.shared is None:
+        if not self.in_run:
             return ""
         steps = self.total_steps()
         return f", num steps {steps}, FPS {(steps - self.start_steps) / max(time.time() - start_time, 1e-9):.0f}"
 
     def stop_requested(self) -> bool:
         """The run asked to stop, or its step budget is reached."""
-        if self.local_stop or (self.shared is not None and self.shared.stop.value):
-            return True
-        return budget_reached(self.total_steps(), self.max_steps)
+        return self.stopped or bool(self.counts.stop.value) or budget_reached(self.total_steps(), self.max_steps)
 
     def request_stop(self) -> None:
-        """Stop a link to no run (a test's worker in a thread); a run's children are stopped by the run."""
-        self.local_stop = True
+        """Stop this child alone (a test's worker in a thread); a run's children are stopped by the run."""
+        self.stopped = True
 
     def wait(self, seconds: float) -> None:
         """Sleep, but wake up when the run stops."""
@@ -120,8 +115,6 @@ class WorkerLink:
 
     def report(self, event) -> None:
         """Queue an event for the supervisor; never blocks (the child's sender thread writes the pipe)."""
-        if self.shared is not None and self.writer is None:
-            return  # counts shared, events told to no one (benchmarks)
         self.events.append(event)
         if self.sender is None and self.writer is not None:
             self.sender = Sender(self.writer, self.events)
@@ -138,8 +131,8 @@ class WorkerLink:
 
     def frame_stats(self, rank: int, env) -> None:
         """Worker 0: its first game's frame statistics into the run's shared memory, for the checkpoints."""
-        if rank == 0 and self.shared is not None:
-            frame_stats.publish(self.shared.frames, env)
+        if rank == 0:
+            frame_stats.publish(self.counts.frames, env)
 
     def update(self, rank: int, policy_loss, value_loss, entropy, grad_norm) -> bool:
         """After backward and clipping: whether the update may go to the shared model. One whose losses or
@@ -170,8 +163,8 @@ class WorkerLink:
         """After an evaluation episode: report it, and keep best.pt (a3c_extras/best.py). An episode the stuck-agent
         guard cut short (a3c_extras/stall.py) is no finished game: it does not count in best.pt's mean."""
         self.report(EvalEpisode(num_steps, reward, length, cut_short))
-        if self.shared is not None and not cut_short:
-            self.best = self.best or BestWeights(self.shared, self.best_path)
+        if self.best_path is not None and not cut_short:
+            self.best = self.best or BestWeights(self.counts, self.best_path)
             why = self.best.add(reward, num_steps, model, params)
             if why is not None:
                 self.report(WriteFailed("best.pt", why))

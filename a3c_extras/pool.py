@@ -44,11 +44,13 @@ class Child:
 
 
 class Pool:
-    """The child processes of one machine. `link_options` are every child's (WorkerLink.of_run); the test process
-    does not stop at the step budget (the run stops it)."""
+    """The child processes of one machine, under the run's restart policy and budgets (args); the test process
+    does not stop at the step budget (the run stops it). `make_env` and `best_path` go to every child's WorkerLink."""
 
-    def __init__(self, ctx, counts: SharedCounts, emit, policy: RestartPolicy, link_options: dict):
-        self.ctx, self.counts, self.emit, self.policy, self.link_options = ctx, counts, emit, policy, link_options
+    def __init__(self, ctx, counts: SharedCounts, emit, args, make_env=None, best_path: str | None = None):
+        self.ctx, self.counts, self.emit, self.max_steps = ctx, counts, emit, args.max_steps
+        self.policy = RestartPolicy(args.max_restarts, args.restart_window)
+        self.link_options = {"make_env": make_env, "max_nonfinite": args.max_nonfinite, "best_path": best_path}
         self.children: list[Child] = []
         self.stopping = False
 
@@ -63,8 +65,8 @@ class Pool:
     def _wire(self, child: Child) -> Child:
         """A new pipe and link for the child's next process."""
         reader, writer = self.ctx.Pipe(duplex=False)
-        options = self.link_options | ({"max_steps": 0} if child.spec.role == "test" else {})
-        link = WorkerLink.of_run(self.counts, child.slot, writer, **options)
+        max_steps = 0 if child.spec.role == "test" else self.max_steps
+        link = WorkerLink(counts=self.counts, slot=child.slot, writer=writer, max_steps=max_steps, **self.link_options)
         child.body, child.inbox = ChildBody(child.spec.target, link, child.spec.name), Inbox(reader)
         return child
 
@@ -124,7 +126,7 @@ class Pool:
         child.inbox.close()
         child.process = None
         stopped = self.stopping or self.counts.stop.value
-        if exitcode == 0 and (stopped or budget_reached(self.counts.total(), self.link_options.get("max_steps", 0))):
+        if exitcode == 0 and (stopped or budget_reached(self.counts.total(), self.max_steps)):
             return  # it ended cleanly, with the run
         why, child.error = child.error or describe_exit(exitcode), None
         if stopped:

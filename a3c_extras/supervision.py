@@ -15,7 +15,6 @@ from a3c_extras.dashboard import Dashboard
 from a3c_extras.errors import describe_os_error
 from a3c_extras.links import SharedCounts
 from a3c_extras.pool import ChildSpec, Pool
-from a3c_extras.restarts import RestartPolicy
 from a3c_extras.run_record import RunRecord
 
 __all__ = ["Run", "load_shared"]
@@ -69,10 +68,7 @@ class Run:
         except OSError as error:
             fail(f"main.py: error: cannot write the run directory {args.run_dir}: {describe_os_error(error)}")
         self.counts = SharedCounts(ctx, args.num_processes + 1, self.start_steps, best)  # the workers, the test
-        link_options = {"make_env": make_env, "max_steps": args.max_steps, "max_nonfinite": args.max_nonfinite}
-        link_options["best_path"] = str(self.record.dir / "best.pt")
-        policy = RestartPolicy(args.max_restarts, args.restart_window)
-        self.pool = Pool(ctx, self.counts, self.emit, policy, link_options)
+        self.pool = Pool(ctx, self.counts, self.emit, args, make_env, best_path=str(self.record.dir / "best.pt"))
         self.started = time.monotonic()
         self.jobs = [jobs.Saver(self), jobs.StatusLine(self, self.describe), jobs.Console(), jobs.Recorder(self)]
         if not args.no_tensorboard:

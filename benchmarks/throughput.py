@@ -237,7 +237,7 @@ def start_processes(
         env.close()
         target, extra = (train, ()) if profile is None else (profiled_train, (profile,))
         targets = [
-            (target, (*extra, rank, args, shared_model, optimizer), {"link": WorkerLink.of_run(shared, rank, None)})
+            (target, (*extra, rank, args, shared_model, optimizer), {"link": WorkerLink(counts=shared, slot=rank)})
             for rank in range(workers)
         ]
     processes = []

@@ -98,8 +98,7 @@ def run_workers(args, num_workers: int, start_method: str = "fork", make_env=mak
     ctx = mp.get_context(start_method)
     shared = SharedCounts(ctx, num_workers)
     links = [
-        WorkerLink.of_run(shared, rank, None, make_env=make_env, max_steps=args.max_steps)
-        for rank in range(num_workers)
+        WorkerLink(counts=shared, slot=rank, make_env=make_env, max_steps=args.max_steps) for rank in range(num_workers)
     ]
     workers = [
         ctx.Process(target=train, args=(rank, args, shared_model, optimizer), kwargs={"link": links[rank]})

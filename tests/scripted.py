@@ -105,10 +105,7 @@ def run_train(
     games = iter(game if isinstance(game, list) else [game])
     args.rollout, args.max_steps = rollout, 0
     model = model if model is not None else shared_model()
-    if counts is None:
-        link = WorkerLink(make_env=lambda _: next(games))
-    else:
-        link = WorkerLink.of_run(counts, rank, None, make_env=lambda _: next(games))
+    link = WorkerLink(counts=counts, slot=rank if counts else 0, make_env=lambda _: next(games))
     optimizer = RecordingOptimizer(model, updates, link)
     train(rank, args, model, optimizer, link=link)
     return optimizer.grads

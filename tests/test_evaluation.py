@@ -170,7 +170,7 @@ def _evaluations(tmp_path, rewards, window, cut=()):
     """The test process's link after one evaluation episode per reward, each played by other weights
     (model k has every bias at k), those numbered in `cut` cut short; returns best.pt as saved, or None."""
     shared = SharedCounts(torch.multiprocessing, 1)
-    link = WorkerLink.of_run(shared, 0, None, best_path=str(tmp_path / "best.pt"))
+    link = WorkerLink(counts=shared, best_path=str(tmp_path / "best.pt"))
     params = SimpleNamespace(best_window=window, run_dir=str(tmp_path), env_name="BreakoutDeterministic-v4")
     for k, reward in enumerate(rewards):
         model = ActorCritic(1, Discrete(4))

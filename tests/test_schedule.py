@@ -88,7 +88,7 @@ def test_a_worker_steps_at_the_scheduled_rate(args, rollout):
     before = [p.detach().clone() for p in model.parameters()]
     steps_before = optimizer.state[next(model.parameters())]["step"].item()
     link = WorkerLink(make_env=lambda _: Catch(), max_steps=args.max_steps)
-    link.local_steps = 600  # a run that goes on from the first's 600 steps
+    link.counts.base.value = 600  # a run that goes on from the first's 600 steps
     train(0, args, model, optimizer, link=link)
     assert optimizer.state[next(model.parameters())]["step"].item() > steps_before  # it did step...
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # ...at a rate of 0

@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import signal
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -76,7 +77,8 @@ def plays_until_stopped(rank, marker, link):
 def pool_of(targets, tmp_path, max_restarts=2):
     heard = []
     counts = SharedCounts(CTX, len(targets))
-    pool = Pool(CTX, counts, heard.append, RestartPolicy(max_restarts, 600), {"max_steps": 0})
+    limits = SimpleNamespace(max_restarts=max_restarts, restart_window=600, max_steps=0, max_nonfinite=100)
+    pool = Pool(CTX, counts, heard.append, limits)
     for rank, target in enumerate(targets):
         pool.start(ChildSpec("worker", rank, target, (rank, str(tmp_path / f"started-{rank}"))))
     return pool, heard
