@@ -1,13 +1,7 @@
-"""One A3C run over every machine of a Ray cluster: python main.py --ray-address auto (or HOST:PORT, or local).
-
-Hogwild inside each machine, Downpour-style syncs between machines (cluster_actors.py): a Group actor per machine runs
---num-processes `train` workers on that machine's shared model; a ParameterServer actor here holds the global weights.
-This process (the driver) runs supervision.Run's loop as on one machine, with the test process playing the global
-weights, and polls every group twice a second without waiting. A worker that dies is replaced inside its group; a
-group that dies is started again by Ray and rejoins with the global weights, unless the restart policy gives up on
-it or it stays silent (SILENCE_LIMIT; START_TIMEOUT while it restarts): then it is dropped and the others go on, its
-work up to its last sync kept. The run stops with status 1 when no machine is left or the parameter server dies.
-Ray is imported by connect(), so importing this module loads no Ray."""
+"""One A3C run over every machine of a Ray cluster (main.py --ray-address): a Group of workers per machine, the
+ParameterServer here (cluster_actors.py), and supervision.Run's loop as on one machine, the test process playing the
+global weights. A group that dies is restarted by Ray and rejoins, unless the restart policy gives up on it or it stays
+silent: then it is dropped and the others go on (docs/cluster.md). Ray is imported by connect(), not on import."""
 
 import logging
 import os
@@ -46,9 +40,8 @@ class ClusterError(Exception):
 
 
 def connect(address: str, run_dir: str | None = None):
-    """ray.init for --ray-address and the ray module. local starts a one-machine cluster in this process, every
-    socket on 127.0.0.1 and token authentication on; auto and HOST:PORT join a running one, whose nodes then run
-    this project's code as shipped from here. An unreachable cluster is refused in one line (exit status 2)."""
+    """ray.init for --ray-address, and the ray module: local starts a one-machine cluster on 127.0.0.1 with token
+    authentication; auto and HOST:PORT join one, shipping the project's code to it; one out of reach is one line."""
     if address == "local":
         # Without this, Ray binds to the machine's network address even with the node IP set to loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -63,7 +56,10 @@ def connect(address: str, run_dir: str | None = None):
         # address="local": a new cluster even when one already runs on this machine (ray.init would join it)
         options |= {"address": "local", "_node_ip_address": LOOPBACK, "num_cpus": os.cpu_count() or 1}
     else:
-        options |= {"address": address, "runtime_env": {"working_dir": str(ROOT), "excludes": not_shipped(run_dir)}}
+        excludes = NOT_SHIPPED
+        if run_dir is not None and Path(run_dir).resolve().is_relative_to(ROOT):  # the run directory stays here too
+            excludes = [*excludes, "/" + Path(run_dir).resolve().relative_to(ROOT).as_posix() + "/"]
+        options |= {"address": address, "runtime_env": {"working_dir": str(ROOT), "excludes": excludes}}
     try:
         ray.init(**options)
     except Exception as error:  # ConnectionError, an authentication error, a version mismatch...
@@ -77,17 +73,6 @@ def check_reachable(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as error:
         fail(f"main.py: error: cannot reach the Ray cluster at {address}: {error.strerror or error}")
-
-
-def not_shipped(run_dir: str | None) -> list[str]:
-    """What of the project not to ship to the machines: the run directory too, when it lies inside."""
-    excludes = list(NOT_SHIPPED)
-    if run_dir is not None:
-        try:
-            excludes.append("/" + Path(run_dir).resolve().relative_to(ROOT).as_posix() + "/")
-        except ValueError:
-            pass  # outside the project
-    return excludes
 
 
 def on_node(node_id: str):
@@ -116,9 +101,8 @@ def actor_errors():
 
 
 class GlobalWeights:
-    """The driver's view of the parameter server: the global weights, copied into `shared_model` (the test process
-    plays them) as often as the server answers, and its step counts: `total`, the run's, and `synced`, each machine's
-    share of this sitting. A server that does not answer ends the run (GaveUp)."""
+    """The parameter server as the driver sees it: the global weights copied into `shared_model` (the test process
+    plays them) at each answer, the run's steps (`total`) and each machine's of this sitting (`synced`)."""
 
     def __init__(self, ray, shared_model, optimizer, steps: int, machines: int, emit):
         here = ray.get_runtime_context().get_node_id()
@@ -133,8 +117,7 @@ class GlobalWeights:
         self.total, self.synced, self.asked, self.gone = steps, [0] * machines, None, False
 
     def pull(self, timeout: float | None = None) -> bool:
-        """Take the server's last answer if it is in (with a timeout: wait for a new one), and ask again; False
-        if the server is gone."""
+        """Take the server's answer if in (with a timeout: wait for one), ask again; False if the server is gone."""
         if self.gone:
             return False
         try:
@@ -157,9 +140,8 @@ class GlobalWeights:
 
 
 def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], server: str, **group_options) -> list:
-    """A Group actor on each node, started and ready. A group takes no CPU from Ray's count (its workers are
-    processes of its own, which Ray does not schedule); the node affinity puts one on each machine. Ray restarts a
-    group whose process died, as often as it takes: the run's restart policy decides when to give up on it."""
+    """A Group actor on each node, ready: no CPU of Ray's count (its workers are its own processes), restarted by
+    Ray as often as it takes (the run's restart policy decides when to give up on it)."""
     group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
     groups = [
         group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
@@ -182,9 +164,8 @@ def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], server:
 
 
 class Machines:
-    """The driver's side of the cluster: one group per machine and the parameter server (`weights`), polled without
-    waiting. What they tell goes to `emit` with the rest of the run's events: their workers' events, and each
-    machine restarted (the restart policy, as for a child on one machine), rejoined or lost."""
+    """The driver's side of the cluster: a group per machine and the parameter server (`weights`), polled without
+    waiting; their workers' events and each machine restarted, rejoined or lost go to `emit`."""
 
     def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, emit, nodes=None, **group_options):
         nodes = nodes or training_nodes(ray)
@@ -258,8 +239,7 @@ class Machines:
             self.emit(GaveUp("every machine", "lost (" + "; ".join(self.names[j] for j in self.lost) + ")"))
 
     def pull_for_checkpoint(self) -> bool:
-        """The global weights and steps, and one machine's SharedAdam statistics into the driver's optimizer, for a
-        checkpoint; False if the server is gone (the driver's copies keep what they last had)."""
+        """For a checkpoint: the global weights and steps, a machine's Adam statistics; False without a server."""
         for i in sorted(self.alive):
             try:
                 state = self.ray.get(self.groups[i].optimizer_state.remote(), timeout=CALL_TIMEOUT)
@@ -282,7 +262,7 @@ class Machines:
                 self.lose(i, why_actor_died(error))
 
     def describe(self, seconds: float) -> str:
-        """Per machine: steps/s over `seconds` (as far as its work reached the server), its syncs' round trip."""
+        """Per machine: its synced steps/s over `seconds`, its syncs' round trip."""
         parts = []
         for i, name in enumerate(self.names):
             sync = f", sync {median(self.sync_ms[i]):.0f} ms" if self.sync_ms[i] else ""
@@ -301,16 +281,6 @@ class ClusterRun(supervision.Run):
     def __init__(self, args, shared_model, optimizer):
         super().__init__(args, shared_model, optimizer, ctx=mp.get_context("spawn"))  # no fork beside Ray's threads
         self.machines = None
-
-    def start_machines(self, ray, env, nodes, **group_options) -> int:
-        """One group per machine, from the weights and statistics this run starts from; returns the workers."""
-        spaces = spaces_of(env)
-        args, start = self.args, self.start_steps
-        self.machines = Machines(
-            ray, args, spaces, self.shared_model, self.optimizer, start, self.emit, nodes=nodes, **group_options
-        )
-        print(f"Machines: {', '.join(self.machines.names)}; each syncs every {args.sync_interval:g} s", flush=True)
-        return self.machines.workers
 
     def headline(self) -> str:
         machines, workers = len(self.machines.names), self.args.num_processes
@@ -338,10 +308,7 @@ class ClusterRun(supervision.Run):
 def main(args, model_class, optimizer_class, create_atari_env, train, test) -> int:
     """main.py's main on a cluster: the same run, the same record, one group of workers per machine."""
     if args.no_shared:
-        fail(
-            "main.py: error: --no-shared is not supported with --ray-address (a checkpoint keeps a SharedAdam's "
-            "statistics)"
-        )
+        fail("main.py: error: --no-shared is not supported with --ray-address (a checkpoint keeps SharedAdam's state)")
     ray = connect(args.ray_address, args.run_dir)
     run = None
     try:
@@ -349,11 +316,15 @@ def main(args, model_class, optimizer_class, create_atari_env, train, test) -> i
         env = create_atari_env(args.env_name)
         shared_model, optimizer = shared_model_and_optimizer(args, env, model_class, optimizer_class)
         run = ClusterRun(args, shared_model, optimizer)
-        try:
-            options = {"model_class": model_class, "optimizer_class": optimizer_class, "train": train}
-            workers = run.start_machines(ray, env, training_nodes(ray), **options)
+        options = {"model_class": model_class, "optimizer_class": optimizer_class, "train": train}
+        try:  # from the weights and statistics the run starts from
+            run.machines = Machines(
+                ray, run.args, spaces_of(env), shared_model, optimizer, run.start_steps, run.emit, **options
+            )
         except ClusterError as error:
             fail(f"main.py: error: {error}")
+        print(f"Machines: {', '.join(run.machines.names)}; each syncs every {args.sync_interval:g} s", flush=True)
+        workers = run.machines.workers
         test_process = mp.get_context("spawn").Process(
             target=run.test_process(test, rank=workers), args=(workers, args, shared_model)
         )

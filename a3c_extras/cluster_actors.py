@@ -1,18 +1,8 @@
-"""What runs on the machines of a Ray cluster: one Group per machine, the ParameterServer on main.py's machine.
-
-A Group is one machine's A3C as main.py runs it alone: the course's shared model and SharedAdam in that machine's
-shared memory, --num-processes `train` workers on them, Hogwild. The ParameterServer holds the global weights as one
-flat float32 vector, and the global step count. Every --sync-interval seconds each group, on its own clock, sends
-what its weights moved since its last sync (weights now - weights the server last gave it); the server adds that to
-the global weights and answers with them; the group takes them, plus whatever its workers moved during the round
-trip. Every worker's update reaches the global weights once, at most one interval late (Downpour-style, as in
-Dean et al. 2012, but with the same interval for pushing and fetching).
-
-A group's workers are supervised as on one machine (a3c_extras/pool.py): one that dies is replaced, one that dies too
-often stops the run. A group whose process dies is restarted by Ray and rejoins with the global weights.
-
-These classes are plain Python; cluster.py makes them Ray actors (ray.remote), so importing this module loads no Ray.
-"""
+"""What runs on a Ray cluster's machines: a Group per machine (one machine's Hogwild A3C, its workers in a pool), the
+ParameterServer on main.py's. Every --sync-interval seconds a group sends what its weights moved since its last sync,
+the server adds it to the global weights and answers with them, and the group takes them plus what its workers moved
+meanwhile: each update reaches the global weights once, at most an interval late (Downpour-style, Dean et al. 2012).
+Plain classes: cluster.py makes them Ray actors, so importing this module loads no Ray."""
 
 import os
 import threading
@@ -84,8 +74,8 @@ class ParameterServer:
 
 
 class Report(NamedTuple):
-    """What a group tells the driver at each poll: since the last one, its workers' and its pool's events (GaveUp
-    too, and its sync's failure) and its syncs' round trips; and its process (another one: Ray restarted it)."""
+    """A group's answer to a poll: its events and syncs' round trips since the last, and its process (another one:
+    Ray restarted it)."""
 
     events: list
     sync_ms: list
@@ -93,13 +83,9 @@ class Report(NamedTuple):
 
 
 class Group:
-    """One machine's Hogwild: a shared model and SharedAdam, N `train` workers in a pool as on one machine (a worker
-    that dies is replaced), and a thread syncing with the server. Workers are
-    started with the spawn method: forking a process that runs Ray's threads is unsafe.
-
-    A group starts from the server's weights and step count (or, in tests, from model_state and steps): when Ray
-    restarts one whose process died, it rejoins with the global weights, not with those the run started from. It
-    starts again from the run's first SharedAdam statistics: its own died with it."""
+    """One machine's Hogwild: a shared model and SharedAdam, N `train` workers in a pool (spawned: forking beside
+    Ray's threads is unsafe), a thread syncing with the server. It starts from the server's weights and steps (tests:
+    model_state, steps), so one Ray restarted rejoins with the global weights, and the run's first Adam statistics."""
 
     def __init__(
         self,
@@ -133,9 +119,8 @@ class Group:
         load_shared(self.model, self.optimizer, model_state, optimizer_state)
         self.at_last_sync = flat_weights(self.model)  # what the server knows of this group
         ctx = mp.get_context("spawn")
-        # The workers' count is this group's view of the global count: the server's at the last sync, plus the
-        # steps taken here since (the base is the first minus what the workers had counted then). It never runs
-        # ahead of the true count, so a worker never stops early at the budget.
+        # The workers' count: the server's at the last sync plus the steps taken here since; never ahead of the true
+        # count, so that no worker stops early at the budget.
         self.shared = SharedCounts(ctx, params.num_processes, base=steps)
         self.counted = 0  # the workers' steps (sum of their slots) that the server already knows of
         self.outbox, self.sync_ms, self.sync_failed = [], [], False
@@ -189,9 +174,9 @@ class Group:
             pass
 
     def _report(self) -> Report:
-        events, self.outbox[:] = list(self.outbox), []
-        sync_ms, self.sync_ms = self.sync_ms, []
-        return Report(events, sync_ms, os.getpid())
+        report = Report(list(self.outbox), self.sync_ms, os.getpid())
+        self.outbox[:], self.sync_ms = [], []
+        return report
 
     def poll(self) -> Report:
         self.pool.poll(0)

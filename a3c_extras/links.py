@@ -1,14 +1,6 @@
-"""What a child process (a worker or the test process) shares with the process that supervises it, built so that
-a child killed at any moment, in any state, leaves nothing the supervisor waits on: no lock, condition or event.
-
-- the stop flag: one shared byte the children poll;
-- the step count: one slot per child, written by that child alone; the run's total is the sum (plus a base: the
-  steps of earlier sittings, or on a cluster the global count at the machine's last sync);
-- the events (a3c_extras/events.py: games, evaluations, loss averages, errors): a pipe per child, one message a
-  frame (its length, then a pickled list of events), written by a thread of the child's own (Sender) so that playing
-  never waits on the supervisor, and read by the supervisor without blocking (Inbox; a frame cut short by a kill is
-  dropped with the pipe).
-"""
+"""What a child process (a worker, the test process) shares with its supervisor: a stop flag and one step-count
+slot per child in shared memory, and a pipe for its events, one frame a batch (length, then pickle). A child killed
+in any state leaves nothing the supervisor waits on: no lock, and a frame cut short is dropped with the pipe."""
 
 import ctypes
 import math
@@ -40,8 +32,8 @@ def budget_reached(steps: int, max_steps: int) -> bool:
 
 
 class SharedCounts:
-    """The run's shared primitives, none of them locked: stop flag, base and per-child step slots, the best
-    evaluation score (written by the test process alone, which also writes best.pt)."""
+    """The run's shared memory, unlocked, each part with one writer: the stop flag (the run), the steps of earlier
+    sittings or of the cluster (`base`), a slot per child, the best evaluation score (the test process)."""
 
     def __init__(self, ctx, slots: int, base: int = 0, best: float | None = None):
         self.stop = ctx.RawValue("b", 0)
@@ -58,10 +50,9 @@ class SharedCounts:
 
 
 class WorkerLink:
-    """A child's side of the run: the run's `counts` and its slot there, and the pipe (`writer`) its events go to.
-    A link to no run (tests, benchmarks, a learner's own main.py) has counts of its own, stops only at max_steps (or
-    request_stop) and keeps its latest events in `events`. `make_env(params)` replaces the Atari game (the tests'
-    Catch); `best_path`, the test process's best.pt (a3c_extras/best.py), none without it."""
+    """A child's side of the run: the run's `counts` and its slot there, the pipe (`writer`) for its events. A link
+    to no run (tests, a learner's own main.py) has counts of its own and keeps its latest events in `events`.
+    `make_env(params)` replaces the Atari game (the tests' Catch); `best_path`: the test process's best.pt."""
 
     def __init__(
         self,
@@ -92,8 +83,7 @@ class WorkerLink:
         return self.counts.total()
 
     def speed(self, start_time: float) -> str:
-        """The test process's line after the course's three fields: the run's agent steps and their rate
-        since this child started; nothing without a run."""
+        """What the test process prints after the course's three fields: the run's steps and rate; none alone."""
         if not self.in_run:
             return ""
         steps = self.total_steps()
@@ -120,9 +110,8 @@ class WorkerLink:
             self.sender = Sender(self.writer, self.events)
 
     def game_step(self, rank: int, reward: float, done: bool, info: dict, game: int = 0) -> None:
-        """Count one agent step, and keep the raw (unclipped) score of the worker's game number `game`; when that
-        game is over, report it for progress.csv. With --life-loss an episode ends at each lost life, the game only
-        when info says so."""
+        """Count one agent step and the raw score of the worker's game number `game`, reported when the game is over
+        (with --life-loss an episode ends at each lost life, the game only when info says so)."""
         self.add_steps(1)
         self.game_return[game] = self.game_return.get(game, 0.0) + reward
         self.game_length[game] = self.game_length.get(game, 0) + 1
@@ -135,9 +124,8 @@ class WorkerLink:
             frame_stats.publish(self.counts.frames, env)
 
     def update(self, rank: int, policy_loss, value_loss, entropy, grad_norm) -> bool:
-        """After backward and clipping: whether the update may go to the shared model. One whose losses or
-        gradient are not finite is skipped and counted; max_nonfinite of them in a row end the worker. The
-        finite ones are averaged and sent every LOSSES_EVERY seconds (for a dashboard)."""
+        """After backward and clipping: whether the update may go to the shared model. A non-finite one is skipped
+        (max_nonfinite in a row end the worker); the finite ones are averaged for the dashboard."""
         values = [
             float(v.detach() if hasattr(v, "detach") else v)  # floats or 1-element tensors
             for v in (policy_loss, value_loss, entropy, grad_norm)
@@ -160,8 +148,8 @@ class WorkerLink:
     def evaluation(
         self, rank: int, num_steps: int, reward: float, length: int, model, params, cut_short: bool = False
     ) -> None:
-        """After an evaluation episode: report it, and keep best.pt (a3c_extras/best.py). An episode the stuck-agent
-        guard cut short (a3c_extras/stall.py) is no finished game: it does not count in best.pt's mean."""
+        """After an evaluation episode: report it, and keep best.pt; an episode the stuck-agent guard cut short
+        (a3c_extras/stall.py) is no finished game and does not count."""
         self.report(EvalEpisode(num_steps, reward, length, cut_short))
         if self.best_path is not None and not cut_short:
             self.best = self.best or BestWeights(self.counts, self.best_path)
@@ -176,9 +164,8 @@ class WorkerLink:
 
 
 def connect(params, link: WorkerLink | None = None, name: str = "worker"):
-    """What train and test do first: params completed with the defaults of every field they lack (a learner's
-    own Params has the course's eight), and the link to the run, or one to no run that ends this process when
-    its parent ends (the course's main.py body starts the children so)."""
+    """What train and test do first: params completed with the defaults of the fields they lack (a learner's own
+    Params has the course's eight), and the run's link, or one to no run that ends with this process's parent."""
     params = complete(params)
     if link is None:
         link = WorkerLink(name, max_steps=params.max_steps, max_nonfinite=params.max_nonfinite)
@@ -188,8 +175,7 @@ def connect(params, link: WorkerLink | None = None, name: str = "worker"):
 
 
 class Sender:
-    """A child's thread that sends its queued events to the supervisor in batches. Only this thread ever waits on
-    the pipe, so a supervisor busy saving a checkpoint never slows a worker."""
+    """A child's thread that sends its queued events in batches: only it waits on the pipe, never the playing."""
 
     def __init__(self, writer, outbox: deque):
         self.fd, self.outbox = writer.fileno(), outbox
@@ -257,9 +243,8 @@ class Inbox:
 
 
 class ChildBody:
-    """The target of every child process (picklable, for fork and spawn alike): Ctrl-C is the main process's
-    business; the child ends if its parent disappears; an exception is told in one line (ChildError); then
-    `target(*args, link=link)`. `name` is the one the pool gave it: "test", "worker 3"."""
+    """Every child's target (picklable, for fork and spawn): `target(*args, link=link)`, Ctrl-C left to the main
+    process, the child ended with its parent, an exception told in one line (ChildError). `name`: "worker 3"."""
 
     def __init__(self, target, link: WorkerLink, name: str):
         self.target, self.link, self.name = target, link, name
@@ -281,8 +266,7 @@ class ChildBody:
 
 
 def name_process(name: str) -> None:
-    """The name ps, top and psutil show for this process (Linux: its first 15 bytes), so that one can tell the
-    workers from the test process; elsewhere nothing."""
+    """The name ps and top show for this process (Linux: its first 15 bytes); elsewhere nothing."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -292,7 +276,7 @@ def name_process(name: str) -> None:
 
 
 def watch_parent() -> None:
-    """End this process when its parent ends (killed, even): a child must never play on alone."""
+    """End this process when its parent ends (killed, even): a child never plays on alone."""
     parent = os.getppid()
 
     def watch():

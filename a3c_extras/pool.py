@@ -1,9 +1,6 @@
-"""The pool of a run's child processes on one machine: the workers and the test process.
-
-Each child is known from the moment the run makes it by its ChildSpec: its role, rank, target and arguments. The pool
-starts it (or adopts the process main.py started with the spec's target), reads what it tells without ever blocking,
-hands every event on to `emit`, and when it dies asks the restart policy: start it again with the same arguments, or
-give up (GaveUp, which ends the run). A child killed at any moment leaves nothing the pool waits on (links.py)."""
+"""The pool of a run's child processes on one machine, each known by its ChildSpec (role, rank, target, arguments)
+from the moment the run makes it: started or adopted, read without blocking, its events handed to `emit`; one that
+dies is started again with the same arguments, or the restart policy gives up on it (GaveUp ends the run)."""
 
 import time
 from collections.abc import Callable
@@ -139,7 +136,7 @@ class Pool:
         self.emit(Restarted(child.spec.name, why, self.policy.restarts[child.spec.name]))
 
     def stop(self) -> None:
-        """Ask every child to stop, hand on what they still tell, kill those left after STOP_GRACE seconds."""
+        """Ask every child to stop, hand on what they still tell; kill those left after STOP_GRACE seconds."""
         self.stopping = True
         self.counts.stop.value = 1
         deadline = time.monotonic() + STOP_GRACE

@@ -1,6 +1,5 @@
-"""A run as the main process supervises it: the shared model and optimizer resumed, the pool of children
-(a3c_extras/pool.py), and the loop that hands their events to the run's jobs (a3c_extras/jobs.py: stopping, saving,
-the record, the status line, the dashboard) until a budget, Ctrl-C or a failure ends it."""
+"""A run as the main process supervises it: the shared model resumed, the pool of children (pool.py), and the loop
+that hands their events to the run's jobs (jobs.py) until a budget, Ctrl-C or a failure ends it."""
 
 import multiprocessing as mp
 import signal
@@ -44,9 +43,8 @@ def stop_signals():
 
 
 class Run:
-    """The main process's side of a run. Made after the shared model and optimizer, before the processes: with
-    --resume it loads the checkpoint into them. main.py makes each child's target with worker(train) and
-    test_process(test); `jobs` may be added to before supervise() (a test's listener)."""
+    """The main process's side of a run, made after the shared model and optimizer (--resume loads into them) and
+    before the processes, whose targets main.py makes with worker(train) and test_process(test)."""
 
     def __init__(self, args, shared_model, optimizer, ctx=mp, *, make_env=None):
         args = complete(args)  # a learner's own Params too
@@ -77,14 +75,12 @@ class Run:
     # ---------------------------------------------------------------- the children, as main.py makes them
 
     def worker(self, train):
-        """The target of worker `rank` (the workers are made in rank order): mp.Process(target=run.worker(train),
-        args=(rank, params, shared_model, optimizer)) runs train(rank, ..., link=<its link>), watched and replaced."""
+        """The target of the next worker (made in rank order): train(rank, ..., link=<its link>), watched, replaced."""
         rank = sum(c.spec.role == "worker" for c in self.pool.children)
         return self.pool.body(ChildSpec("worker", rank, train, (rank, self.args, self.shared_model, self.optimizer)))
 
     def test_process(self, test, rank: int | None = None):
-        """The target of the test process, mp.Process(target=run.test_process(test), args=(num_processes, ...));
-        its rank is the number of workers (of every machine, on a cluster)."""
+        """The target of the test process, whose rank is the number of workers (of every machine, on a cluster)."""
         rank = self.args.num_processes if rank is None else rank
         return self.pool.body(ChildSpec("test", rank, test, (rank, self.args, self.shared_model)))
 
@@ -110,8 +106,7 @@ class Run:
         return ""
 
     def save(self, steps: int | None = None, final: bool = False) -> bool:
-        """The checkpoint (of `steps` agent steps, by default the run's count) and the learning curve; False if the
-        checkpoint could not be written."""
+        """The checkpoint (of `steps`, by default the run's count) and the curve; False if it could not be written."""
         steps, seconds = self.steps() if steps is None else steps, self.elapsed()
         best, stats = self.counts.best_reward(), frame_stats.latest(self.counts.frames)
         state = checkpoint(self.shared_model, self.optimizer, steps, seconds, best, self.args, frame_stats=stats)
@@ -134,8 +129,8 @@ class Run:
         self.pool.stop()
 
     def supervise(self, processes) -> int:
-        """Until a budget, Ctrl-C or a failure: hand the events to the jobs, tick them. Then stop every child, save
-        and return the exit status: 0, or 1 after a failure or if the final checkpoint could not be written."""
+        """Hand the events to the jobs and tick them until a budget, a signal or a failure; then stop the children,
+        save, and return 0, or 1 after a failure or if the final checkpoint could not be written."""
         print(self.headline(), flush=True)
         self.pool.adopt(processes)
         with stop_signals() as signals:
