@@ -254,8 +254,9 @@ def conv_backward(rollout: Rollout, ticks: int, grad_features: torch.Tensor) -> 
     grads = []
     for k in reversed(range(4)):
         conv, x, y = convs(rollout.model)[k], inputs[k], inputs[k + 1]
-        # ELU'(z) = 1 for z > 0, else e^z = ELU(z) + 1: computed from the output y = ELU(z).
-        grad = torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, y)
+        # ELU'(z) = 1 for z > 0, else e^z = ELU(z) + 1: computed from the output y = ELU(z), in place (grad is
+        # this pass's own): the same products, without a second tensor of the layer's size.
+        torch.ops.aten.elu_backward.grad_input(grad, 1.0, 1.0, 1.0, True, y, grad_input=grad)
         if k == 0:  # the first convolution as first_conv computes it: a matrix product over the windows
             grads[:0] = first_conv_backward(conv, x, grad)
             break

@@ -189,6 +189,7 @@ def work(rank, args, envs, model, shared_model, optimizer, link, ensure_shared_g
     games = [Game(env, env.reset()[0], rank, k, args, link) for k, env in enumerate(envs)]
     while not link.stop_requested():
         copy_weights(shared_model, model)  # 1. sync with the shared model
+        traj = loss = None  # the last update's activations go before this rollout's are made: one at a time
         traj = play_rollout(model, games, args.num_steps)  # 2. play (and 3. bootstrap R), every game
         link.frame_stats(rank, envs[0])  # worker 0's first game: its frame statistics, for checkpoints
         loss, (policy_loss, value_loss, entropy) = batch_loss(model, traj, args)  # 4. returns, GAE, losses

@@ -8,18 +8,25 @@ them (Rollout in fast_rollout.py: the steps, the bootstrap, the state after it),
 convolution's input windows and the four layers' outputs, with what the backward pass and glibc's heap
 (fast_worker.keep_freed_memory) keep beside them. --rollout classic is one game's worker.
 
-Measured on the 2-core machine of docs/speed.md (Linux, Python 3.11, torch 2.13.0+cpu): short runs of
-`python main.py --num-processes 1 --envs-per-worker K --num-steps NS --max-steps 20000` (5,000 to 30,000),
-each process's private memory (USS, psutil's memory_full_info) and peak RSS (VmHWM) sampled every 0.3 s:
+Measured on the 2-core machine of docs/speed.md (Linux, Python 3.11, torch 2.13.0+cpu): one training worker
+of the recipe's settings but K and NS, forked as main.py forks it, for 5,000 to 20,000 agent steps, its private
+memory (USS, psutil's memory_full_info) sampled every 0.1-0.3 s and its peak RSS (VmHWM); the range over 2 to
+7 runs (the heap's layout differs from run to run, by up to a third):
 
     run                          worker USS   worker peak RSS
-    K = 1, NS = 20                    43 MB            323 MB
-    K = 16, NS = 5                    90 MB        362-371 MB
-    K = 16, NS = 20              205-242 MB        488-541 MB   (runs of one worker and of two)
-    K = 16, NS = 40                  390 MB        671-697 MB
+    K = 1, NS = 20                 35-36 MB        310-311 MB
+    K = 16, NS = 5                 70-76 MB        346-352 MB
+    K = 16, NS = 20               147-177 MB       424-453 MB   (the recipe's)
+    K = 16, NS = 40               195-341 MB       471-617 MB
+    K = 16, NS = 20, 80x80        361-685 MB       643-970 MB
+    K = 16, NS = 20, LSTM 512     156-243 MB       445-532 MB
     --rollout classic, NS = 20        42 MB        311-312 MB
     the main process                 266 MB            390 MB   (401 MB after 29 minutes of a run)
     the test process                  26 MB            291 MB   (35 MB USS after 29 minutes, with videos)
+
+Before a worker dropped its last update's activations ahead of the next rollout and ran ELU's backward pass in
+place, the same runs took 40 MB (K = 1), 88-95 MB (NS = 5), 197-242 MB (NS = 20; peak RSS 480-541 MB), 386-390 MB
+(NS = 40), 594-646 MB (80x80) and 259-273 MB (LSTM 512).
 
 A worker's peak RSS (docs/speed.md's figure) counts the libraries and the pages it shares with the main
 process: Linux starts the children with fork, and a child's copy of the main process's memory is shared
@@ -28,13 +35,13 @@ takes. So the main process counts whole (its peak RSS: its own memory, the libra
 model) and each child its private memory. With spawn or forkserver (macOS, Windows; Linux from Python
 3.14) a child imports torch itself: 126-144 MB more each, measured with the spawn start method.
 
-Fitted to the runs at NS = 20 and rounded up: a worker 30 MB + 1.1 MB per game (16 Breakout emulators
-measured in one process: 19.5 MB) + 0.56 MB per row. It over-counts the other runs (110 MB at NS = 5,
-424 MB at NS = 40). The main process counts 420 MB (docs/runs.md's soak reached 422 MB), the test process
-40 MB.
+Fitted to the highest of these and rounded up: a worker 30 MB + 1.1 MB per game (16 Breakout emulators
+measured in one process: 19.5 MB) + 0.44 MB per row: 41 MB at K = 1, 97 at NS = 5, 203 at NS = 20, 343 at
+NS = 40. The main process counts 420 MB (docs/runs.md's soak reached 422 MB), the test process 40 MB.
 
---frame-size 80 (where a branch has it): each row scales with the convolutions' activations, 3.5 times
-those of 42x42 frames (82,400 floats per row against 23,393). An estimate, not measured.
+--frame-size 80: each row scales with the convolutions' activations, 3.5 times those of 42x42 frames (82,400
+floats per row against 23,393): 593 MB a worker at K = 16, NS = 20, above three of the four runs measured; the
+margin covers the fourth.
 
 The margin: the estimate must stay below the available memory by 15%. The figures come from short runs on
 one machine (another glibc, torch build or BLAS keeps other buffers); a worker's heap grows a little over a
@@ -54,7 +61,7 @@ MAIN = 420 * MB  # the main process, whole
 TEST = 40 * MB  # the test process's private memory
 WORKER = 30 * MB  # a worker's private memory before its games
 GAME = 1.1 * MB  # one game's emulator
-ROW = 0.56 * MB  # one step of one game kept for the backward pass (42x42 frames)
+ROW = 0.44 * MB  # one step of one game kept for the backward pass (42x42 frames)
 IMPORTS = 145 * MB  # what each child takes of its own when it is not forked: torch and the rest, imported
 MARGIN = 1.15  # the estimate must fit in the available memory this many times over
 FRAME = 42  # the course's frames
