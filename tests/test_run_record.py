@@ -90,3 +90,36 @@ def test_a_curve_shorter_than_its_window_reaches_no_level(tmp_path):
     write_progress(tmp_path / "progress.csv")  # one finished evaluation episode, five training games
     reached = levels_reached(tmp_path / "progress.csv", [0], train_window=100, eval_window=5)
     assert reached == {"train": [None], "eval": [None]}
+
+
+def compare_runs(argv, capsys) -> list[str]:
+    """tools/compare_runs.py's main, run here; its printed lines."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "compare_runs.py"
+    spec = importlib.util.spec_from_file_location("compare_runs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(argv) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_compare_runs_puts_a_run_s_hours_at_a_throughput_measured_apart(tmp_path, capsys):
+    """--rate: hours = agent steps / the rate, not the run's own clock (which counts what else the machine ran)."""
+    write_progress(tmp_path / "progress.csv")  # five games, the last at step 50 and 180 s
+    run = ["--run", f"arm={tmp_path}", "--at", "50", "--out", str(tmp_path / "c.png")]
+    assert compare_runs(run, capsys)[0] == "arm: 3.0 at 50 agent steps (0.05 h)"  # its clock: 180 s
+    assert compare_runs([*run, "--rate", "arm=0.01"], capsys)[0] == "arm: 3.0 at 50 agent steps (1.39 h)"  # 5,000 s
+
+
+def test_compare_runs_refuses_a_rate_it_cannot_use_in_one_line(tmp_path, capsys):
+    import pytest
+
+    write_progress(tmp_path / "progress.csv")
+    run = ["--run", f"arm={tmp_path}", "--out", str(tmp_path / "c.png")]
+    for rate, why in [("arm=0", "positive rate"), ("arm=fast", "positive rate"), ("other=100", "no --run")]:
+        with pytest.raises(SystemExit) as stopped:
+            compare_runs([*run, "--rate", rate], capsys)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stopped.value.code == 2 and len(err) == 1 and why in err[0], err

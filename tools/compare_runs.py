@@ -8,6 +8,11 @@ Each curve is the mean raw score of the last 100 training games (as the status l
 --levels, when each run first reached each score, by its training return and by its greedy evaluations:
 
     python tools/compare_runs.py --run "recipe=training/breakout-recipe" --levels 100 200 300 --out curve.png
+
+A run's own clock counts whatever else shared its machine. --rate LABEL=STEPS_PER_S puts that run's hours at its
+agent steps over a throughput measured apart (benchmarks/throughput.py on an idle machine) instead:
+
+    python tools/compare_runs.py --run "recipe=training/breakout-recipe" --rate recipe=2569 --out curve.png
 """
 
 import argparse
@@ -28,6 +33,16 @@ def labelled_run(text: str) -> tuple[str, Path]:
     if not label or not csv_path.is_file():
         raise argparse.ArgumentTypeError(f"expected LABEL=RUN_DIR with a progress.csv, got '{text}'")
     return label, csv_path
+
+
+def labelled_rate(text: str) -> tuple[str, float]:
+    label, _, rate = text.rpartition("=")
+    try:
+        if label and float(rate) > 0:
+            return label, float(rate)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected LABEL=STEPS_PER_S with a positive rate, got '{text}'")
 
 
 def point(text: str) -> tuple[float, float]:
@@ -67,9 +82,21 @@ def main(argv=None) -> int:
         help="print when each run first reached these scores: the mean of its last 100 training games, "
         "and of its last 5 greedy evaluation episodes",
     )
+    parser.add_argument(
+        "--rate",
+        type=labelled_rate,
+        action="append",
+        default=[],
+        metavar="LABEL=STEPS_PER_S",
+        help="the run's hours from its agent steps at this throughput, measured apart, instead of its own clock",
+    )
     parser.add_argument("--title", default="A3C on Breakout")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = one_line_errors(parser).parse_args(argv)
+    rates = dict(args.rate)
+    unknown = set(rates) - {label for label, _ in args.run}
+    if unknown:
+        fail(f"compare_runs.py: error: --rate for no --run of that label: {', '.join(sorted(unknown))}")
 
     import matplotlib
 
@@ -81,6 +108,8 @@ def main(argv=None) -> int:
         steps, rewards, seconds = read_progress(csv_path)["train"]
         if len(rewards) == 0:
             fail(f"compare_runs.py: error: {csv_path} has no training games yet")
+        if label in rates:
+            seconds = np.asarray(steps, dtype=float) / rates[label]
         curve_steps, curve_hours, curve = training_curve(steps, rewards, seconds)
         by_steps.plot(curve_steps, curve, label=label)
         by_hours.plot(curve_hours, curve, label=label)
@@ -94,13 +123,14 @@ def main(argv=None) -> int:
             reached = levels_reached(csv_path, args.levels)
             for kind, words in (("train", "training return (last 100)"), ("eval", "evaluations (last 5)")):
                 for level, first in zip(args.levels, reached[kind]):
-                    when = f"{first[0]:,} agent steps, {first[1]:.1f} h" if first else "not reached"
+                    hours = first[0] / rates[label] / 3600 if first and label in rates else first and first[1]
+                    when = f"{first[0]:,} agent steps, {hours:.1f} h" if first else "not reached"
                     print(f"{label}: {words} {level:g}: {when}")
     if args.reference:
         ref_steps, ref_scores = zip(*args.reference)
         by_steps.plot(ref_steps, ref_scores, "ks--", markersize=5, label=args.reference_label)
     by_steps.set_xlabel("total agent steps")
-    by_hours.set_xlabel("hours of training")
+    by_hours.set_xlabel("hours of training" + (" (at throughput measured apart, where given)" if rates else ""))
     for ax in (by_steps, by_hours):
         ax.set_ylabel("training return, mean of last 100 games")
         ax.grid(alpha=0.3)
