@@ -220,6 +220,8 @@ def evaluate(args, model_class, make_env) -> dict:
         "ci95": confidence_interval(rewards),
         "rewards": rewards,
         "lengths": lengths,
+        # Greedy play of a deterministic game can repeat one game: no-ops change the start, not Breakout's serve.
+        "different_games": len(set(zip(rewards, lengths))),  # at least this many, told apart by score and length
         "cut_short": cut,  # per episode: ended by the stuck-agent guard (counted in the mean at its score)
         "policy": "sample" if args.sample else "greedy",
         "noop_max": args.noop_max,
@@ -232,7 +234,7 @@ def evaluate(args, model_class, make_env) -> dict:
     low, high = summary["ci95"]
     interval = f" (95% CI {low:.1f} to {high:.1f})" if len(rewards) > 1 else ""
     print(
-        f"Summary: {summary['episodes']} episodes, mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
+        f"Summary: {summary['episodes']} episodes ({summary['different_games']} different), mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
         f"min {summary['min']:g}, max {summary['max']:g}"
         + (f", {sum(cut)} cut short (counted at their score)" if any(cut) else "")
         + ("; frame statistics frozen" if frozen is not None else ""),

@@ -160,10 +160,11 @@ def test_the_evaluation_command_reports_episodes_cut_short(tmp_path, capsys):
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.splitlines()
     assert all(f"episode length {STALL_STEPS}, " in line and "cut short" in line for line in lines[:2]), lines
-    assert lines[2].startswith("Summary: 2 episodes, mean 0.00")
+    assert lines[2].startswith("Summary: 2 episodes (1 different), mean 0.00")  # the same game twice
     assert lines[2].endswith(", 2 cut short (counted at their score)"), lines[2]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["cut_short"] == [True, True] and summary["lengths"] == [STALL_STEPS, STALL_STEPS]
+    assert summary["different_games"] == 1
 
 
 def _evaluations(tmp_path, rewards, window, cut=()):

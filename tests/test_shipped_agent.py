@@ -34,4 +34,4 @@ def test_readme_results_command_runs_as_written():
     argv[argv.index("--episodes") + 1] = "1"
     out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert re.search(r"^Summary: 1 episodes, mean [\d.]+", out.stdout, re.MULTILINE), out.stdout
+    assert re.search(r"^Summary: 1 episodes \(1 different\), mean [\d.]+", out.stdout, re.MULTILINE), out.stdout
