@@ -42,6 +42,14 @@ def test_breakout_sets_the_shipped_agent_s_training_and_leaves_the_rest_at_the_c
     assert changed == set(BREAKOUT)  # every other value is a plain run's
 
 
+def test_breakout80_is_breakout_on_80x80_frames():
+    recipe, frames80 = (
+        params_from(["--recipe", "breakout80"]),
+        params_from(["--recipe", "breakout", "--frame-size", "80"]),
+    )
+    assert recipe.frame_size == 80 and settings(recipe) == settings(frames80)
+
+
 def test_a_plain_command_line_keeps_the_course_s_defaults():
     plain = params_from([])
     assert (plain.lr, plain.env_name, plain.envs_per_worker) == (0.0001, "BreakoutDeterministic-v4", 1)
