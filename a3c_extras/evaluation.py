@@ -234,7 +234,8 @@ def evaluate(args, model_class, make_env) -> dict:
     low, high = summary["ci95"]
     interval = f" (95% CI {low:.1f} to {high:.1f})" if len(rewards) > 1 else ""
     print(
-        f"Summary: {summary['episodes']} episodes ({summary['different_games']} different), mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
+        f"Summary: {summary['episodes']} episodes ({summary['different_games']} different), "
+        f"mean {summary['mean']:.2f}{interval}, std {summary['std']:.2f}, "
         f"min {summary['min']:g}, max {summary['max']:g}"
         + (f", {sum(cut)} cut short (counted at their score)" if any(cut) else "")
         + ("; frame statistics frozen" if frozen is not None else ""),
