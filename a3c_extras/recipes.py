@@ -26,6 +26,20 @@ ABOUT = {  # --help's words for each recipe
 }
 
 
+MEASURED_WORKERS = 2  # every recipe's figures come from 2 workers; 16 learnt nothing (training/more-workers)
+
+
+def caution(args) -> str | None:
+    """The line a recipe's run with more workers than it was measured with prints at its start."""
+    if not getattr(args, "recipe", None) or args.num_processes <= MEASURED_WORKERS:
+        return None
+    return (
+        f"Caution: --recipe {args.recipe} was measured with {MEASURED_WORKERS} workers; the recipe with 16 "
+        "learnt nothing in 4.6M agent steps (training/more-workers/README.md). "
+        f"--num-processes {MEASURED_WORKERS} runs it as measured."
+    )
+
+
 def flag(name: str) -> str:
     """A setting's flag on main.py's command line: lr_decay_until -> --lr-decay-until."""
     return "--" + name.replace("_", "-")

@@ -7,7 +7,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from a3c_extras import frame_stats, jobs, memory
+from a3c_extras import frame_stats, jobs, memory, recipes
 from a3c_extras.checkpoints import CheckpointError, checkpoint, load_checkpoint
 from a3c_extras.cli import complete, fail
 from a3c_extras.dashboard import Dashboard
@@ -119,7 +119,8 @@ class Run:
     def headline(self) -> str:
         resumed = f", resumed at step {self.start_steps:,}" if self.args.resume else ""
         where = f"{self.args.num_processes} workers on {self.args.env_name}"
-        return f"Run directory: {self.record.dir}  ({where}{resumed})"
+        line = f"Run directory: {self.record.dir}  ({where}{resumed})"
+        return line + (f"\n{note}" if (note := recipes.caution(self.args)) else "")
 
     def tick(self) -> None:
         """The sources of events, polled: the pool, for half a second (a cluster polls its machines too)."""

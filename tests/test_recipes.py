@@ -11,7 +11,7 @@ from gymnasium.spaces import Discrete
 
 from a3c_extras import cli
 from a3c_extras.checkpoints import checkpoint, save_checkpoint
-from a3c_extras.recipes import ABOUT, RECIPES, as_flags, flag
+from a3c_extras.recipes import ABOUT, RECIPES, as_flags, caution, flag
 from conftest import ROOT
 from helpers import own_lines, params_from
 from model import ActorCritic
@@ -139,3 +139,12 @@ def test_a_recipe_is_refused_on_a_run_started_without_it(tmp_path, capsys):
         f"main.py: error: --recipe breakout sets up a new run from step 0; the run of {run} was started without "
         "a recipe and --resume keeps its saved arguments (a setting's own flag changes it)"
     ]
+
+
+@pytest.mark.parametrize("workers, cautioned", [(1, False), (2, False), (4, True), (16, True)])
+def test_a_recipe_run_with_more_workers_than_it_was_measured_with_says_so(workers, cautioned):
+    line = caution(params_from(["--recipe", "breakout", "--num-processes", str(workers)]))
+    assert (line is not None) == cautioned
+    if cautioned:
+        assert "--recipe breakout" in line and "--num-processes 2" in line and "\n" not in line
+    assert caution(params_from(["--num-processes", str(workers)])) is None  # the course's run: no recipe
