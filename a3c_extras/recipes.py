@@ -17,7 +17,7 @@ RECIPES = {
     },
 }
 # The first wall's winner (training/first-wall): the same run on 80x80 frames, the course's resize without its
-# last shrink, where the ball is more than a pixel wide. About twice the return per agent step of the recipe.
+# last shrink, where the ball is more than a pixel wide: 186.1 against the recipe's 59.9 at 14.9M agent steps.
 RECIPES["breakout80"] = {**RECIPES["breakout"], "frame_size": 80}
 
 ABOUT = {  # --help's words for each recipe
@@ -34,7 +34,7 @@ def caution(args) -> str | None:
     if not getattr(args, "recipe", None) or args.num_processes <= MEASURED_WORKERS:
         return None
     return (
-        f"Caution: --recipe {args.recipe} was measured with {MEASURED_WORKERS} workers; the recipe with 16 "
+        f"Caution: --recipe {args.recipe} was measured with {MEASURED_WORKERS} workers; --recipe breakout with 16 "
         "learnt nothing in 4.6M agent steps (training/more-workers/README.md). "
         f"--num-processes {MEASURED_WORKERS} runs it as measured."
     )
