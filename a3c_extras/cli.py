@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 from a3c_extras.atari import UnknownEnvError, resolve_env_id
 from a3c_extras.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
-from a3c_extras.recipes import RECIPES, describe
+from a3c_extras.recipes import RECIPES, describe, for_workers, rate
 from a3c_extras.sizes import COURSE_FRAME_SIZE, COURSE_LSTM_SIZE, FRAME_SIZES, resume_mismatch
 
 
@@ -247,7 +247,9 @@ def build_parser(params=None) -> argparse.ArgumentParser:
         default=None,
         help="a whole training set-up from step 0: the course's defaults but for the recipe's values, each "
         "of which its own flag given beside --recipe overrides; --resume keeps the run's recipe "
-        "(a3c_extras/recipes.py). " + "; ".join(describe(name) for name in sorted(RECIPES)),
+        "(a3c_extras/recipes.py). The values below are for 2 workers; with N workers each plays 32/N games "
+        "(1 to 16) at the rate 1e-4 x the square root of its games: 16 workers, 2 games at 1.4e-4. "
+        + "; ".join(describe(name) for name in sorted(RECIPES)),
     )
     course = p.add_argument_group("the course's Params")
     course.add_argument(
@@ -345,7 +347,9 @@ def read_command_line(params, argv=None):
     parser = build_parser(params)
     args = parser.parse_args(argv)
     if args.recipe and not args.resume:  # course's defaults < the recipe's values < the flags given
-        parser.set_defaults(**RECIPES[args.recipe])
+        parser.set_defaults(**for_workers(args.recipe, args.num_processes))  # its values for this many workers
+        args = parser.parse_args(argv)
+        parser.set_defaults(lr=rate(args.recipe, args.envs_per_worker))  # the rate for the games given, if given
         args = parser.parse_args(argv)
     args.lr_decay_from = 0  # the step where --lr-decay-until's line starts (schedule.py)
     if args.resume:

@@ -138,7 +138,8 @@ def refusal(run: Estimate, available: float) -> str | None:
     ways = []
     workers = min(run.workers_within(available), run.workers - 1)
     if workers >= 1:
-        ways.append(f"{plural(workers, 'worker')} would fit (--num-processes {workers})")
+        pinned = f" --envs-per-worker {run.games}" if run.games > 1 else ""  # a recipe would share its games
+        ways.append(f"{plural(workers, 'worker')} would fit (--num-processes {workers}{pinned})")
     games = min(run.games_within(available), run.games - 1)
     if games >= 1:
         ways.append(f"{plural(games, 'game')} per worker (--envs-per-worker {games})")

@@ -26,17 +26,36 @@ ABOUT = {  # --help's words for each recipe
 }
 
 
-MEASURED_WORKERS = 2  # every recipe's figures come from 2 workers; 16 learnt nothing (training/more-workers)
+MEASURED_WORKERS = 2  # every recipe's values are for 2 workers: their figures come from 2 (training/more-workers)
 
 
-def caution(args) -> str | None:
-    """The line a recipe's run with more workers than it was measured with prints at its start."""
-    if not getattr(args, "recipe", None) or args.num_processes <= MEASURED_WORKERS:
+def for_workers(recipe: str, workers: int) -> dict:
+    """The recipe's values for a run of `workers` workers. Its games in all (2 workers x 16) are shared among
+    the workers, 1 at least and 16 at most each, at the rate for a worker's games (`rate`). With 16 workers of
+    16 games at 4e-4 the recipe learnt nothing in 4.6M agent steps; 16 workers of 2 games at 1.4e-4 learn
+    (training/more-workers)."""
+    values = dict(RECIPES[recipe])
+    games = values["envs_per_worker"]
+    values["envs_per_worker"] = max(1, min(games, games * MEASURED_WORKERS // workers))
+    values["lr"] = rate(recipe, values["envs_per_worker"])
+    return values
+
+
+def rate(recipe: str, games: int) -> float:
+    """The recipe's learning rate for workers of `games` games: by the square root of the games a worker's
+    update averages, as the recipe's 4e-4 for 16 games is the course's 1e-4 for 1 game."""
+    values = RECIPES[recipe]
+    return round(values["lr"] * (games / values["envs_per_worker"]) ** 0.5, 8)
+
+
+def adapted(args) -> str | None:
+    """The line a recipe's run with other than 2 workers prints at its start: the values it runs with."""
+    if not getattr(args, "recipe", None) or args.num_processes == MEASURED_WORKERS:
         return None
     return (
-        f"Caution: --recipe {args.recipe} was measured with {MEASURED_WORKERS} workers; --recipe breakout with 16 "
-        "learnt nothing in 4.6M agent steps (training/more-workers/README.md). "
-        f"--num-processes {MEASURED_WORKERS} runs it as measured."
+        f"--recipe {args.recipe} with {args.num_processes} workers: {args.envs_per_worker} games per worker at "
+        f"--lr {args.lr:g} (its values are for {MEASURED_WORKERS} workers; with another count it shares their "
+        "games and sets the rate by the square root of a worker's: training/more-workers/README.md)"
     )
 
 
@@ -45,10 +64,10 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def as_flags(recipe: str) -> list[str]:
-    """The recipe as the flags that give the same run: what --recipe NAME stands for."""
-    flags = []
-    for name, value in RECIPES[recipe].items():
+def as_flags(recipe: str, workers: int = MEASURED_WORKERS) -> list[str]:
+    """The recipe as the flags that give the same run with `workers` workers: what --recipe NAME stands for."""
+    flags = ["--num-processes", str(workers)]
+    for name, value in for_workers(recipe, workers).items():
         if value is True:
             flags.append(flag(name))
         elif value is not False:

@@ -120,7 +120,7 @@ class Run:
         resumed = f", resumed at step {self.start_steps:,}" if self.args.resume else ""
         where = f"{self.args.num_processes} workers on {self.args.env_name}"
         line = f"Run directory: {self.record.dir}  ({where}{resumed})"
-        return line + (f"\n{note}" if (note := recipes.caution(self.args)) else "")
+        return line + (f"\n{note}" if (note := recipes.adapted(self.args)) else "")
 
     def tick(self) -> None:
         """The sources of events, polled: the pool, for half a second (a cluster polls its machines too)."""

@@ -30,7 +30,8 @@ def test_a_run_that_would_not_fit_stops_in_one_line_naming_what_it_needs_and_wha
     line = refused(capsys, args, available=3 * GB, ctx=multiprocessing.get_context("fork"))
     assert line == (
         "main.py: error: 16 workers x 16 games need about 4.2 GB, 3.0 GB is available: 10 workers would fit "
-        "(--num-processes 10), or 10 games per worker (--envs-per-worker 10); --no-memory-check starts it anyway"
+        "(--num-processes 10 --envs-per-worker 16), or 10 games per worker (--envs-per-worker 10); "
+        "--no-memory-check starts it anyway"
     )
 
 

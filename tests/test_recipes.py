@@ -11,14 +11,15 @@ from gymnasium.spaces import Discrete
 
 from a3c_extras import cli
 from a3c_extras.checkpoints import checkpoint, save_checkpoint
-from a3c_extras.recipes import ABOUT, RECIPES, as_flags, caution, flag
+from a3c_extras.recipes import ABOUT, RECIPES, adapted, as_flags, flag, for_workers
 from conftest import ROOT
 from helpers import own_lines, params_from
 from model import ActorCritic
 
 THE_RUN = {"recipe", "run_dir"}  # what differs between two parsings of the same settings
 
-BREAKOUT = {  # the shipped agent's training from step 0, as decided (docs/results.md, The recipe)
+TWO = ["--num-processes", "2"]  # the worker count the recipes' values are for; the default is the machine's cores
+BREAKOUT = {  # the shipped agent's training from step 0 on 2 workers, as decided (docs/results.md, The recipe)
     "env_name": "ALE/Breakout-v5",
     "envs_per_worker": 16,
     "lr": 0.0004,
@@ -34,7 +35,7 @@ def settings(params) -> dict:
 
 
 def test_breakout_sets_the_shipped_agent_s_training_and_leaves_the_rest_at_the_course_s_defaults():
-    plain, recipe = params_from([]), params_from(["--recipe", "breakout"])
+    plain, recipe = params_from(TWO), params_from(["--recipe", "breakout", *TWO])
     assert recipe.recipe == "breakout" and plain.recipe is None
     assert {k: getattr(recipe, k) for k in BREAKOUT} == BREAKOUT
     assert recipe.lr_decay_from == 0 and recipe.rollout == "fast"  # the decay from step 0; the fast rollout
@@ -44,8 +45,8 @@ def test_breakout_sets_the_shipped_agent_s_training_and_leaves_the_rest_at_the_c
 
 def test_breakout80_is_breakout_on_80x80_frames():
     recipe, frames80 = (
-        params_from(["--recipe", "breakout80"]),
-        params_from(["--recipe", "breakout", "--frame-size", "80"]),
+        params_from(["--recipe", "breakout80", *TWO]),
+        params_from(["--recipe", "breakout", "--frame-size", "80", *TWO]),
     )
     assert recipe.frame_size == 80 and settings(recipe) == settings(frames80)
 
@@ -56,11 +57,13 @@ def test_a_plain_command_line_keeps_the_course_s_defaults():
     assert (plain.lr_decay_until, plain.max_steps, plain.life_loss, plain.fire_reset) == (0, 0, False, False)
 
 
+@pytest.mark.parametrize("workers", [1, 2, 5, 16])
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_a_recipe_is_its_flags(name):
+def test_a_recipe_is_its_flags(name, workers):
     """--recipe NAME gives what its flags spelled out give: each of its settings is a flag of main.py."""
     assert set(ABOUT) == set(RECIPES)
-    assert settings(params_from(["--recipe", name])) == settings(params_from(as_flags(name)))
+    recipe = params_from(["--recipe", name, "--num-processes", str(workers)])
+    assert settings(recipe) == settings(params_from(as_flags(name, workers)))
 
 
 @pytest.mark.parametrize(
@@ -76,10 +79,12 @@ def test_a_recipe_is_its_flags(name):
     ],
 )
 def test_a_flag_given_beside_the_recipe_overrides_its_value(flags, name, value):
-    for argv in (["--recipe", "breakout", *flags], [*flags, "--recipe", "breakout"]):  # in either order
+    for argv in (["--recipe", "breakout", *flags, *TWO], [*flags, *TWO, "--recipe", "breakout"]):  # either order
         params = params_from(argv)
         assert getattr(params, name) == value, argv
         rest = {k: v for k, v in BREAKOUT.items() if k != name}
+        if name == "envs_per_worker":  # the rate goes with a worker's games: the course's for 1 game
+            rest["lr"] = 0.0001
         assert {k: getattr(params, k) for k in rest} == rest, argv
 
 
@@ -114,7 +119,7 @@ def _saved_run(tmp_path, counter, argv):
 def test_a_run_started_with_a_recipe_resumes_with_it(tmp_path):
     """The saved arguments carry the recipe's values and its name; the recipe gives each sitting its step
     budget (a sitting's own, never saved); the flags given override both, as on any resume."""
-    run = _saved_run(tmp_path, 1_000, ["--recipe", "breakout", "--max-steps", "5000", "--seed", "7"])
+    run = _saved_run(tmp_path, 1_000, ["--recipe", "breakout", "--max-steps", "5000", "--seed", "7", *TWO])
     for argv in (["--resume", str(run)], ["--resume", str(run), "--recipe", "breakout"]):
         resumed = params_from(argv)
         assert resumed.recipe == "breakout" and resumed.seed == 7, argv
@@ -141,10 +146,28 @@ def test_a_recipe_is_refused_on_a_run_started_without_it(tmp_path, capsys):
     ]
 
 
-@pytest.mark.parametrize("workers, cautioned", [(1, False), (2, False), (4, True), (16, True)])
-def test_a_recipe_run_with_more_workers_than_it_was_measured_with_says_so(workers, cautioned):
-    line = caution(params_from(["--recipe", "breakout", "--num-processes", str(workers)]))
-    assert (line is not None) == cautioned
-    if cautioned:
-        assert "--recipe breakout" in line and "--num-processes 2" in line and "\n" not in line
-    assert caution(params_from(["--num-processes", str(workers)])) is None  # the course's run: no recipe
+@pytest.mark.parametrize(
+    "workers, games, lr",
+    [(1, 16, 0.0004), (2, 16, 0.0004), (4, 8, 0.00028284), (8, 4, 0.0002), (16, 2, 0.00014142), (64, 1, 0.0001)],
+)
+def test_more_workers_share_the_recipe_s_games_and_take_the_rate_by_their_square_root(workers, games, lr):
+    """With 16 workers the recipe's 16 games each at 4e-4 learnt nothing; 2 each at 1.4e-4 learnt
+    (training/more-workers). 1 game at least (the course's 1e-4), 16 at most."""
+    for name in RECIPES:
+        params = params_from(["--recipe", name, "--num-processes", str(workers)])
+        assert (params.envs_per_worker, params.lr) == (games, lr), name
+        assert {k: v for k, v in vars(params).items() if k in RECIPES[name]} == for_workers(name, workers)
+    given = params_from(["--recipe", "breakout", "--num-processes", str(workers), "--envs-per-worker", "4"])
+    assert (given.envs_per_worker, given.lr) == (4, 0.0002)  # games given: the rate for them
+    given = params_from(["--recipe", "breakout", "--num-processes", str(workers), "--lr", "0.001"])
+    assert (given.envs_per_worker, given.lr) == (games, 0.001)  # a rate given: that rate
+
+
+@pytest.mark.parametrize("workers, said", [(1, True), (2, False), (4, True), (16, True)])
+def test_a_recipe_run_with_other_than_2_workers_says_the_values_it_runs_with(workers, said):
+    params = params_from(["--recipe", "breakout", "--num-processes", str(workers)])
+    line = adapted(params)
+    assert (line is not None) == said
+    if said:
+        assert f"{params.envs_per_worker} games per worker at --lr {params.lr:g}" in line and "\n" not in line
+    assert adapted(params_from(["--num-processes", str(workers)])) is None  # the course's run: no recipe
