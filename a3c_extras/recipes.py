@@ -52,8 +52,9 @@ def adapted(args) -> str | None:
     """The line a recipe's run with other than 2 workers prints at its start: the values it runs with."""
     if not getattr(args, "recipe", None) or args.num_processes == MEASURED_WORKERS:
         return None
+    workers = f"{args.num_processes} worker{'' if args.num_processes == 1 else 's'}"
     return (
-        f"--recipe {args.recipe} with {args.num_processes} workers: {args.envs_per_worker} games per worker at "
+        f"--recipe {args.recipe} with {workers}: {args.envs_per_worker} games per worker at "
         f"--lr {args.lr:g} (its values are for {MEASURED_WORKERS} workers; with another count it shares their "
         "games and sets the rate by the square root of a worker's: training/more-workers/README.md)"
     )
