@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from a3c_extras import supervision
 from a3c_extras.cli import fail
 from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights
-from a3c_extras.errors import first_line, why_actor_died
+from a3c_extras.errors import first_line, plural, why_actor_died
 from a3c_extras.events import GaveUp, MachineLost, MachineRejoined, Restarted
 from a3c_extras.restarts import RestartPolicy
 from a3c_extras.shared import shared_model_and_optimizer
@@ -284,7 +284,7 @@ class ClusterRun(supervision.Run):
 
     def headline(self) -> str:
         machines, workers = len(self.machines.names), self.args.num_processes
-        where = f"{machines} machine{'s' * (machines != 1)} x {workers} worker{'s' * (workers != 1)}"
+        where = f"{plural(machines, 'machine')} x {plural(workers, 'worker')}"
         return super().headline().replace(f"{workers} workers", where, 1)
 
     def tick(self) -> None:

@@ -45,3 +45,8 @@ def why_actor_died(error) -> str:
         if found:
             return " ".join(found.group(1).split())[:200]
     return first_line(error)
+
+
+def plural(count: int, word: str) -> str:
+    """A count with its word, for the one-line messages: 1 worker, 2 workers."""
+    return f"{count} {word}{'' if count == 1 else 's'}"

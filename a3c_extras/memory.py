@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from a3c_extras.cli import fail
+from a3c_extras.errors import plural
 
 MB = 2**20
 MAIN = 420 * MB  # the main process, whole
@@ -124,10 +125,6 @@ def estimate(args, forked: bool = True) -> Estimate:
 def available_memory() -> int:
     """What the system could give the run now without swapping, in bytes."""
     return psutil.virtual_memory().available
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def refusal(run: Estimate, available: float) -> str | None:

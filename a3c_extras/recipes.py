@@ -3,6 +3,8 @@ main.py's settings by their Params names (a flag's name with - as _); the course
 every setting a recipe leaves out, and each flag given on the command line overrides the recipe's value.
 docs/results.md (The recipe) says where these values come from."""
 
+from a3c_extras.errors import plural
+
 RECIPES = {
     # The shipped agent's training (docs/results.md), from step 0 in one run: the settings of its ten
     # sittings, with one decay of the learning rate to 0 over the whole run in place of its later decays.
@@ -52,11 +54,11 @@ def adapted(args) -> str | None:
     """The line a recipe's run with other than 2 workers prints at its start: the values it runs with."""
     if not getattr(args, "recipe", None) or args.num_processes == MEASURED_WORKERS:
         return None
-    workers = f"{args.num_processes} worker{'' if args.num_processes == 1 else 's'}"
     return (
-        f"--recipe {args.recipe} with {workers}: {args.envs_per_worker} games per worker at "
-        f"--lr {args.lr:g} (its values are for {MEASURED_WORKERS} workers; with another count it shares their "
-        "games and sets the rate by the square root of a worker's: training/more-workers/README.md)"
+        f"--recipe {args.recipe} with {plural(args.num_processes, 'worker')}: "
+        f"{args.envs_per_worker} games per worker at --lr {args.lr:g} (its values are for {MEASURED_WORKERS} "
+        "workers; with another count it shares their games and sets the rate by the square root of a "
+        "worker's: training/more-workers/README.md)"
     )
 
 
