@@ -51,7 +51,10 @@ def test_a_run_survives_children_killed_one_after_another(tmp_path):
         children[victim_name].kill()
         kills.append(victim_name[len("a3c ") :])
         run.wait_for(rf"{kills[-1]} died: killed by signal SIGKILL; restarted", stream="errors", timeout=20)
-        replacement = {c.name(): c for c in alive(run.children())}.get(victim_name)
+        deadline = time.time() + 10  # the replacement names itself once it runs: wait for that, not a budget
+        while (replacement := {c.name(): c for c in alive(run.children())}.get(victim_name)) is None:
+            assert time.time() < deadline, f"no {victim_name} after the restart"
+            time.sleep(0.1)
         assert replacement is not None and replacement.pid != children[victim_name].pid  # under its name in ps
     run.wait_for(rf"restarts {len(kills)}( |$)")  # the status line counts them
     steps_then, deadline = last_status_steps(run.lines), time.time() + 60
