@@ -54,11 +54,13 @@ def adapted(args) -> str | None:
     """The line a recipe's run with other than 2 workers prints at its start: the values it runs with."""
     if not getattr(args, "recipe", None) or args.num_processes == MEASURED_WORKERS:
         return None
+    ruled = rate(args.recipe, args.envs_per_worker)
+    given = "" if args.lr == ruled else f" as given, the rule's {ruled:g}"
     return (
         f"--recipe {args.recipe} with {plural(args.num_processes, 'worker')}: "
-        f"{args.envs_per_worker} games per worker at --lr {args.lr:g} (its values are for {MEASURED_WORKERS} "
-        "workers; with another count it shares their games and sets the rate by the square root of a "
-        "worker's: training/more-workers/README.md)"
+        f"{args.envs_per_worker} games per worker at --lr {args.lr:g}{given} (its values are for "
+        f"{MEASURED_WORKERS} workers; with another count it shares their games and sets the rate by the square "
+        "root of a worker's: training/more-workers/README.md)"
     )
 
 

@@ -170,4 +170,9 @@ def test_a_recipe_run_with_other_than_2_workers_says_the_values_it_runs_with(wor
     assert (line is not None) == said
     if said:
         assert f"{params.envs_per_worker} games per worker at --lr {params.lr:g}" in line and "\n" not in line
+        assert "as given" not in line
     assert adapted(params_from(["--num-processes", str(workers)])) is None  # the course's run: no recipe
+    given = params_from(["--recipe", "breakout", "--num-processes", str(workers), "--lr", "0.001"])
+    assert (adapted(given) is not None) == said
+    if said:  # a rate given is said as such, beside the rule's
+        assert f"at --lr 0.001 as given, the rule's {params.lr:g} (" in adapted(given)
