@@ -19,7 +19,7 @@ here imports them (the model, the environment and the course's functions are pas
     memory        the run's memory estimated from measured figures; one that would not fit stops before its children
     supervision   the main process's side of a run, and the link from each child process to it
     cluster       the same run over the machines of a Ray cluster (--ray-address), driven from main.py's process
-    cluster_actors  what runs on those machines: one Hogwild group per machine, the parameter server
+    cluster_actors  what runs on those machines: one Hogwild group per machine
     overlay       the drawing of what the agent sees and decides, beside the game screen
     videos        the MP4 recorder of the agent's episodes, with the optional overlay
     monitor       create_atari_env(env_id, video=True): the test process's videos, in gym's Monitor's place

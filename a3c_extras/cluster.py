@@ -1,23 +1,22 @@
-"""One A3C run over every machine of a Ray cluster (main.py --ray-address): a Group of workers per machine, the
-ParameterServer here (cluster_actors.py), and supervision.Run's loop as on one machine, the test process playing the
-global weights. A group that dies is restarted by Ray and rejoins, unless the restart policy gives up on it or it stays
+"""One A3C run over every machine of a Ray cluster (main.py --ray-address): a Group of workers per machine
+(cluster_actors.py), the global weights here, and supervision.Run's loop as on one machine, the test process playing
+them. A group that dies is restarted by Ray and rejoins, unless the restart policy gives up on it or it stays
 silent: then it is dropped and the others go on (docs/cluster.md). Ray is imported by connect(), not on import."""
 
 import logging
+import math
 import os
 import socket
 import time
 from pathlib import Path
-from statistics import median
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 import torch.multiprocessing as mp
 
 from a3c_extras import supervision
 from a3c_extras.cli import fail
-from a3c_extras.cluster_actors import Group, ParameterServer, copy_flat_, flat_weights
+from a3c_extras.cluster_actors import Group, add_flat_, flat_weights, from_ray
 from a3c_extras.errors import first_line, plural, why_actor_died
 from a3c_extras.events import GaveUp, MachineLost, MachineRejoined, Restarted
 from a3c_extras.restarts import RestartPolicy
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the project, shipped to every m
 # see connect, so that Ray does not warn about each of them at every start).
 NOT_SHIPPED = ["/docs/", "/pretrained/", "/training/", "/tools/", "/runs/", ".git", ".venv", "venv", "__pycache__"]
 START_TIMEOUT = 120  # seconds for every group to start (Ray may first start a Python worker on each machine)
-CALL_TIMEOUT = 60  # seconds for a blocking call: a checkpoint's pull, a group's stop
+CALL_TIMEOUT = 60  # seconds for a blocking call: a checkpoint's statistics, a group's stop
 # A group answers a poll within milliseconds. One silent this long is dropped: Ray itself declares a machine that
 # stopped answering (frozen, cut off) dead only after its health checks fail, about a minute by default.
 SILENCE_LIMIT = 10
@@ -100,93 +99,50 @@ def actor_errors():
     return RayActorError, GetTimeoutError
 
 
-class GlobalWeights:
-    """The parameter server as the driver sees it: the global weights copied into `shared_model` (the test process
-    plays them) at each answer, the run's steps (`total`) and each machine's of this sitting (`synced`)."""
-
-    def __init__(self, ray, shared_model, optimizer, steps: int, machines: int, emit):
-        here = ray.get_runtime_context().get_node_id()
-        self.name = f"a3c-parameter-server-{os.getpid()}-{time.time_ns()}"  # how the groups find it
-        statistics = optimizer.state_dict() if optimizer is not None else None
-        self.server = (
-            ray.remote(num_cpus=0)(ParameterServer)
-            .options(scheduling_strategy=on_node(here), name=self.name)
-            .remote(flat_weights(shared_model).numpy(), steps, machines, statistics)
-        )
-        self.ray, self.shared_model, self.emit = ray, shared_model, emit
-        self.total, self.synced, self.asked, self.gone = steps, [0] * machines, None, False
-
-    def pull(self, timeout: float | None = None) -> bool:
-        """Take the server's answer if in (with a timeout: wait for one), ask again; False if the server is gone."""
-        if self.gone:
-            return False
-        try:
-            if timeout is not None:
-                self.apply(self.ray.get(self.server.pull.remote(), timeout=timeout))
-            elif self.asked is not None:
-                if not self.ray.wait([self.asked], timeout=0)[0]:
-                    return True
-                self.apply(self.ray.get(self.asked))
-        except actor_errors() as error:
-            self.gone = True
-            self.emit(GaveUp("the parameter server", why_actor_died(error)))
-            return False
-        self.asked = self.server.pull.remote()
-        return True
-
-    def apply(self, pulled) -> None:
-        weights, self.total, self.synced = pulled
-        copy_flat_(self.shared_model, torch.from_numpy(np.array(weights)))  # a copy: Ray's array is read-only
-
-
-def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], server: str, **group_options) -> list:
-    """A Group actor on each node, ready: no CPU of Ray's count (its workers are its own processes), restarted by
-    Ray as often as it takes (the run's restart policy decides when to give up on it)."""
+def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], **group_options) -> tuple[list, list]:
+    """A Group actor on each node, and its process once it started: no CPU of Ray's count (its workers are its own
+    processes), restarted by Ray as often as it takes (the run's restart policy decides when to give up on it)."""
     group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
     groups = [
         group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
-            index=i,
-            name=name,
-            params=args,
-            spaces=spaces,
-            server=server,
-            first_rank=i * args.num_processes,
-            **group_options,
+            index=i, name=name, params=args, spaces=spaces, **group_options
         )
         for i, (name, node) in enumerate(zip(names, nodes))
     ]
+    pids = []
     for name, ready in zip(names, [g.ready.remote() for g in groups]):
         try:
-            ray.get(ready, timeout=START_TIMEOUT)
+            pids.append(ray.get(ready, timeout=START_TIMEOUT))
         except actor_errors() as error:
             raise ClusterError(f"{name} could not start its workers: {why_actor_died(error)}")
-    return groups
+    return groups, pids
 
 
 class Machines:
-    """The driver's side of the cluster: a group per machine and the parameter server (`weights`), polled without
-    waiting; their workers' events and each machine restarted, rejoined or lost go to `emit`."""
+    """The driver's side of the cluster: a group per machine, polled without waiting, and the global weights (the
+    run's shared model, which the test process plays) with the run's step count (`total`), which each group's syncs
+    add to; their workers' events and each machine restarted, rejoined or lost go to `emit`."""
 
     def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, emit, nodes=None, **group_options):
         nodes = nodes or training_nodes(ray)
         if not nodes:
             raise ClusterError("the Ray cluster has no node with CPUs")
-        self.ray, self.emit, self.optimizer = ray, emit, optimizer
+        self.ray, self.emit, self.shared_model, self.optimizer = ray, emit, shared_model, optimizer
         self.names = [f"machine {i} ({node['NodeManagerAddress']})" for i, node in enumerate(nodes)]
-        self.weights = GlobalWeights(ray, shared_model, optimizer, steps, len(nodes), emit)
-        self.groups = start_groups(ray, args, spaces, self.names, nodes, self.weights.name, **group_options)
-        self.workers = len(nodes) * args.num_processes
+        self.groups, self.pids = start_groups(ray, args, spaces, self.names, nodes, **group_options)
+        # What every group starts from at its first sync, held here: a restarted group needs it again.
+        self.statistics = ray.put(optimizer.state_dict() if optimizer is not None else {})
+        self.workers, self.interval = len(nodes) * args.num_processes, args.sync_interval
         self.policy = RestartPolicy(args.max_restarts, args.restart_window)
-        self.alive, self.lost, self.sync_ms = set(range(len(nodes))), [], [[] for _ in nodes]
+        self.total, self.synced = steps, [0] * len(nodes)
+        self.alive, self.lost, self.synced_at = set(range(len(nodes))), [], [-math.inf] * len(nodes)
         self.pending, self.restarting = {}, {}  # machine -> (its poll, asked when); machine -> when its group died
-        self.pids = [None] * len(nodes)  # each group's process, as its last report gave it
 
     def poll(self) -> None:
-        """Take the answers of every group that answered since the last call, and the server's; ask them again."""
+        """Take the answers of every group that answered since the last call; ask them again, with the global weights
+        those due a sync."""
         from ray.exceptions import ActorUnavailableError
 
-        for i in self.alive - set(self.pending):
-            self.pending[i] = (self.groups[i].poll.remote(), time.monotonic())
         refs = [ref for ref, _ in self.pending.values()]
         ready = self.ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
         for i, (ref, asked) in list(self.pending.items()):
@@ -203,18 +159,30 @@ class Machines:
                     self.lose(i, f"not back within {START_TIMEOUT} s of its restart")
             elif time.monotonic() - asked > SILENCE_LIMIT:
                 self.lose(i, f"no answer for {SILENCE_LIMIT} s")
-        self.weights.pull()
+        now, weights = time.monotonic(), None
+        for i in self.alive - set(self.pending):
+            if now - self.synced_at[i] < self.interval:
+                self.pending[i] = (self.groups[i].poll.remote(None, self.total), now)
+                continue
+            if weights is None:
+                weights = self.ray.put(flat_weights(self.shared_model).numpy())
+            first = self.synced_at[i] == -math.inf  # the group's first sync, or its successor's
+            self.pending[i] = (self.groups[i].poll.remote(weights, self.total, self.statistics if first else None), now)
+            self.synced_at[i] = now
 
     def take(self, i: int, report) -> None:
-        restarted = self.pids[i] is not None and report.pid != self.pids[i]  # Ray restarted the group
-        if restarted and i not in self.restarting:  # its death went unnoticed: the calls went to its successor
-            self.died(i, "its process ended")
+        """A group's answer: its delta (after a sync) into the global weights, its steps, its events."""
+        if report.pid != self.pids[i]:  # Ray restarted the group
+            if i not in self.restarting:  # its death went unnoticed: the calls went to its successor
+                self.died(i, "its process ended")
             if i not in self.alive:
                 return
-        if i in self.restarting and (restarted or self.pids[i] is None):
             del self.restarting[i]
+            self.pids[i], self.synced_at[i] = report.pid, -math.inf  # its next poll brings all it starts from
             self.emit(MachineRejoined(self.names[i]))
-        self.pids[i], self.sync_ms[i] = report.pid, (self.sync_ms[i] + report.sync_ms)[-20:]
+        if report.delta is not None:
+            add_flat_(self.shared_model, from_ray(report.delta))
+            self.total, self.synced[i] = self.total + report.steps, self.synced[i] + report.steps
         for event in report.events:
             self.emit(event)
 
@@ -238,8 +206,8 @@ class Machines:
         if not self.alive:
             self.emit(GaveUp("every machine", "lost (" + "; ".join(self.names[j] for j in self.lost) + ")"))
 
-    def pull_for_checkpoint(self) -> bool:
-        """For a checkpoint: the global weights and steps, a machine's Adam statistics; False without a server."""
+    def pull_statistics(self) -> None:
+        """For a checkpoint: the Adam statistics of the first machine still running."""
         for i in sorted(self.alive):
             try:
                 state = self.ray.get(self.groups[i].optimizer_state.remote(), timeout=CALL_TIMEOUT)
@@ -247,8 +215,7 @@ class Machines:
                 continue
             if self.optimizer is not None and state:
                 self.optimizer.load_state_dict(state)
-            break
-        return self.weights.pull(timeout=CALL_TIMEOUT)
+            return
 
     def stop(self) -> None:
         """Stop every group (each syncs its last updates first) and take what they still had to tell."""
@@ -262,21 +229,17 @@ class Machines:
                 self.lose(i, why_actor_died(error))
 
     def describe(self, seconds: float) -> str:
-        """Per machine: its synced steps/s over `seconds`, its syncs' round trip."""
-        parts = []
-        for i, name in enumerate(self.names):
-            sync = f", sync {median(self.sync_ms[i]):.0f} ms" if self.sync_ms[i] else ""
-            rate = f"{self.weights.synced[i] / max(seconds, 1e-9):,.0f} steps/s{sync}"
-            parts.append(f"{name} {'lost' if i in self.lost else rate}")
-        return ", ".join(parts)
+        """Per machine: its synced steps/s over `seconds`."""
+        rates = [f"{synced / max(seconds, 1e-9):,.0f} steps/s" for synced in self.synced]
+        return ", ".join(f"{name} {'lost' if i in self.lost else rates[i]}" for i, name in enumerate(self.names))
 
     def shutdown(self) -> None:
-        for actor in [*self.groups, self.weights.server]:
+        for actor in self.groups:
             self.ray.kill(actor)
 
 
 class ClusterRun(supervision.Run):
-    """supervision.Run over the machines: the same jobs and record, of the global weights and the server's count."""
+    """supervision.Run over the machines: the same jobs and record, of the global weights and the machines' count."""
 
     def __init__(self, args, shared_model, optimizer):
         super().__init__(args, shared_model, optimizer, ctx=mp.get_context("spawn"))  # no fork beside Ray's threads
@@ -289,16 +252,15 @@ class ClusterRun(supervision.Run):
 
     def tick(self) -> None:
         super().tick()
-        self.machines.poll()  # the test process plays the global weights
-        self.counts.base.value = self.machines.weights.total  # the run's count (the test process adds none)
+        self.machines.poll()  # the global weights, which the test process plays, move
+        self.counts.base.value = self.machines.total  # the run's count (the test process adds none)
 
     def stop_sources(self) -> None:
         self.machines.stop()  # first: the groups' last syncs
         super().stop_sources()
 
     def save(self, steps=None, final: bool = False) -> bool:
-        if self.machines.pull_for_checkpoint():
-            self.counts.base.value = self.machines.weights.total
+        self.machines.pull_statistics()
         return super().save(steps, final)
 
     def describe(self) -> str:

@@ -19,9 +19,10 @@ from a3c_extras.run_record import RunRecord
 __all__ = ["Run", "load_shared"]
 
 
-def load_shared(shared_model, optimizer, model_state: dict, optimizer_state: dict | None) -> None:
+def load_shared(shared_model, optimizer, model_state: dict | None, optimizer_state: dict | None) -> None:
     """Saved weights and optimizer statistics into the shared model and optimizer, left in shared memory."""
-    shared_model.load_state_dict(model_state)  # into the shared tensors
+    if model_state is not None:
+        shared_model.load_state_dict(model_state)  # into the shared tensors
     if optimizer is not None and optimizer_state:
         optimizer.load_state_dict(optimizer_state)
         optimizer.share_memory()  # load_state_dict made new tensors of the statistics

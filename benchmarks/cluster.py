@@ -10,13 +10,13 @@ Each layout is a fresh ray.cluster_utils.Cluster on loopback (RAY_ENABLE_WINDOWS
   1 node   one Ray node with all the cores: one group of --workers workers;
   2 nodes  two Ray nodes sharing the same cores: two groups of --workers / 2 workers, as two machines would run.
 
-Steps/s are counted from the groups' step counts between the end of the warm-up and the end of the measurement;
-the syncs' round trips are those the groups timed while training; the CPU time of every process of the run over
-the same window tells what the workers got and what went to Ray, the actors and the driver. Then, with no training
-running, --rounds syncs from the second node alone: the round trip (delta up, merged weights down) and the whole
-sync (with the snapshot and the merge), on a quiet machine. With --repeats R the layouts alternate R times and
-each figure is the median. The last line is machine-readable:
-  one_node_steps_per_s=... two_nodes_steps_per_s=... sync_bytes=... sync_ms_quiet=... sync_ms_training=...
+Steps/s are counted from the steps the groups synced between the end of the warm-up and the end of the
+measurement; the CPU time of every process of the run over the same window tells what the workers got and what went
+to Ray, the actors and the driver. Then, with no training running, --rounds syncs of the second node's group, one
+after another, as the main process asks them: the global weights put in Ray's object store, the group's poll that
+carries them (they go down, its delta comes up) and its answer, on a quiet machine. With --repeats R the layouts
+alternate R times and each figure is the median. The last line is machine-readable:
+  one_node_steps_per_s=... two_nodes_steps_per_s=... sync_bytes=... sync_ms_quiet=...
 """
 
 import argparse
@@ -42,6 +42,7 @@ from a3c_extras.cli import (  # noqa: E402
     number,
     read_command_line,  # noqa: E402
 )
+from a3c_extras.cluster_actors import flat_weights  # noqa: E402
 from a3c_extras.events import GaveUp  # noqa: E402
 from a3c_extras.shared import shared_model_and_optimizer  # noqa: E402
 from envs import create_atari_env  # noqa: E402
@@ -112,7 +113,7 @@ def start_machines(ray, training, heard: list):
 
 
 def run_layout(nodes: int, args) -> dict:
-    """Train on `nodes` simulated nodes; return steps/s over the measurement and the syncs' round trips."""
+    """Train on `nodes` simulated nodes; return steps/s over the measurement and the cores used."""
     per_node = args.workers // nodes
     simulated = start_cluster(nodes, per_node)
     ray = cluster.connect(simulated.address)
@@ -124,27 +125,21 @@ def run_layout(nodes: int, args) -> dict:
         torch.manual_seed(training.seed)
         heard = []
         machines = start_machines(ray, training, heard)
-        round_trips = []
 
         def poll_for(seconds: float) -> None:
             end = time.time() + seconds
             while time.time() < end:
                 machines.poll()
-                round_trips.extend(ms for times in machines.sync_ms for ms in times)
-                machines.sync_ms = [[] for _ in machines.sync_ms]
                 time.sleep(0.5)
 
         poll_for(args.warmup)
-        before, started, cpu_before = list(machines.weights.synced), time.time(), cpu_seconds()
+        before, started, cpu_before = list(machines.synced), time.time(), cpu_seconds()
         driver_before = sum(psutil.Process().cpu_times()[:2])
-        round_trips.clear()
         poll_for(args.measure)
         seconds = time.time() - started
         workers_cores, others_cores = cpu_split(cpu_before, cpu_seconds(), seconds)
         others_cores += (sum(psutil.Process().cpu_times()[:2]) - driver_before) / seconds  # the driver's own
-        rates = [
-            (after - b) / seconds for after, b in zip(machines.weights.synced, before)
-        ]  # as far as the server knows
+        rates = [(after - b) / seconds for after, b in zip(machines.synced, before)]  # as far as the driver knows
         machines.stop()
         failure = next((event for event in heard if isinstance(event, GaveUp)), None)
         if failure:
@@ -153,7 +148,6 @@ def run_layout(nodes: int, args) -> dict:
         return {
             "steps_per_s": sum(rates),
             "per_machine": per_machine,
-            "round_trips": round_trips,
             "cores": (workers_cores, others_cores),
         }
     finally:
@@ -163,26 +157,25 @@ def run_layout(nodes: int, args) -> dict:
         simulated.shutdown()
 
 
-def quiet_syncs(args) -> tuple[list[float], list[float]]:
-    """Syncs of the second node's group with the server, one after another, with no worker running: the round
-    trips the group timed, and the whole syncs as the driver timed them."""
+def quiet_syncs(args) -> list[float]:
+    """Syncs of the second node's group, one after another, with no worker running, as the main process asks them
+    (cluster.Machines.poll): milliseconds from putting the global weights to having the group's answer."""
     simulated = start_cluster(2, 1)
     ray = cluster.connect(simulated.address)
     machines = None
     try:
-        training = read_command_line(Params(), ["--sync-interval", "3600"])  # no sync but those timed here
+        training = read_command_line(Params(), [])
         training.num_processes = 0  # groups without workers: only the syncs run
         machines = start_machines(ray, training, [])
-        second = machines.groups[1]
+        second, weights = machines.groups[1], flat_weights(machines.shared_model).numpy()
         time.sleep(5)  # Ray starts some Python workers of its own after a node starts: let them settle
-        ray.get([second.sync.remote() for _ in range(10)])  # warm-up
-        ray.get(second.poll.remote())  # forget the warm-up's round trips
+        ray.get([second.poll.remote(ray.put(weights)) for _ in range(10)])  # warm-up
         whole = []
         for _ in range(args.rounds):
             start = time.perf_counter()
-            ray.get(second.sync.remote())
+            ray.get(second.poll.remote(ray.put(weights)))
             whole.append((time.perf_counter() - start) * 1000)
-        return ray.get(second.poll.remote()).sync_ms, whole
+        return whole
     finally:
         if machines is not None:
             machines.shutdown()
@@ -212,27 +205,24 @@ def main(argv=None) -> int:
         f"{sync_bytes / 1e6:.2f} MB ({parameters:,} float32 parameters each way)",
         flush=True,
     )
-    rates, round_trips = {1: [], 2: []}, {1: [], 2: []}
+    rates = {1: [], 2: []}
     for _ in range(args.repeats):
         for nodes in (1, 2):
             r = run_layout(nodes, args)
             rates[nodes].append(r["steps_per_s"])
-            round_trips[nodes].extend(r["round_trips"])
             print(
                 f"{nodes} node(s) x {args.workers // nodes} workers: {r['steps_per_s']:,.0f} steps/s "
-                f"({r['per_machine']}); cores: workers {r['cores'][0]:.2f}, Ray + actors + driver "
-                f"{r['cores'][1]:.2f}; sync round trips while training: {spread(r['round_trips'])}",
+                f"({r['per_machine']}); cores: workers {r['cores'][0]:.2f}, Ray + actors + driver {r['cores'][1]:.2f}",
                 flush=True,
             )
-    quiet_trips, quiet_whole = quiet_syncs(args)
-    print(f"quiet syncs from the second node: round trip {spread(quiet_trips)}; whole sync {spread(quiet_whole)}")
+    quiet = quiet_syncs(args)
+    print(f"quiet syncs of the second node: {spread(quiet)}")
     for nodes in (1, 2):
-        print(f"{nodes} node(s): steps/s {spread(rates[nodes], '')}; round trips {spread(round_trips[nodes])}")
+        print(f"{nodes} node(s): steps/s {spread(rates[nodes], '')}")
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     print(
         f"one_node_steps_per_s={one:.0f} two_nodes_steps_per_s={two:.0f} "
-        f"sync_bytes={sync_bytes} sync_ms_quiet={statistics.median(quiet_trips):.1f} "
-        f"sync_ms_training={statistics.median(round_trips[2]):.1f}"
+        f"sync_bytes={sync_bytes} sync_ms_quiet={statistics.median(quiet):.1f}"
     )
     return 0
 

@@ -16,7 +16,6 @@ import sys
 import time
 from types import SimpleNamespace
 
-import numpy as np
 import psutil
 import pytest
 import torch
@@ -25,7 +24,7 @@ from gymnasium.spaces import Discrete
 import my_optim
 from a3c_extras import cli, cluster
 from a3c_extras.checkpoints import load_checkpoint
-from a3c_extras.cluster_actors import Group, ParameterServer, flat_weights
+from a3c_extras.cluster_actors import Group, flat_weights
 from a3c_extras.events import GaveUp, MachineLost
 from catch import Catch, make_catch
 from conftest import ROOT
@@ -152,41 +151,21 @@ def test_ray_is_imported_only_with_the_flag():
     assert out.stdout.strip() == "False", out.stderr
 
 
-def no_worker_group(index, model, server, moved_during_round_trip=None):
-    """A Group with no workers and no sync thread running, whose round trip goes straight to `server`."""
+def no_worker_group(index):
+    """A Group with no workers, made here rather than by Ray: its syncs are the calls of this test."""
     args = SimpleNamespace(
-        num_processes=0,
-        max_steps=0,
-        no_shared=True,
-        sync_interval=3600,
-        max_restarts=0,
-        restart_window=600,
-        max_nonfinite=100,
+        num_processes=0, max_steps=0, no_shared=True, max_restarts=0, restart_window=600, max_nonfinite=100
     )
     spaces = SimpleNamespace(observation_space=SimpleNamespace(shape=(1, 42, 42)), action_space=Discrete(3))
-    group = Group(
+    return Group(
         index=index,
         name=f"machine {index}",
         params=args,
         spaces=spaces,
-        model_state=model.state_dict(),
-        optimizer_state=None,
-        steps=100,
-        server=None,
         model_class=ActorCritic,
         optimizer_class=None,
         train=train,
-        first_rank=0,
     )
-
-    def exchange(delta, steps):
-        answer = server.sync(index, delta, steps)
-        if moved_during_round_trip is not None:
-            moved_during_round_trip(group)
-        return np.array(answer[0]), answer[1]
-
-    group.exchange = exchange
-    return group
 
 
 def shift(model, amount: float):
@@ -196,38 +175,42 @@ def shift(model, amount: float):
 
 
 def test_a_sync_adds_every_machines_moves_to_the_global_weights_once():
-    """Downpour's arithmetic: the server's weights move by the sum of what each group moved; a group ends with the
-    merged weights plus what its workers moved during the round trip; steps are counted once each."""
-    start = ActorCritic(1, Discrete(3))
-    w0 = flat_weights(start)
-    server = ParameterServer(w0.numpy(), steps=100, machines=2)
+    """Downpour's arithmetic, the main process's side (cluster.Machines.take) written out: the global weights move by
+    the sum of what each group moved; a group ends with the global weights plus what its workers moved since it
+    synced; the steps are counted once each, and a group's workers never see more steps than the run took."""
+    w0 = flat_weights(ActorCritic(1, Discrete(3)))
+    global_weights, total = w0.clone(), 100
+    a, b = no_worker_group(0), no_worker_group(1)
 
-    def workers_move_meanwhile(group):
-        shift(group.model, 0.5)
-        group.shared.steps[0] += 7  # the workers' own slots of the count
+    def sync(group):
+        nonlocal total
+        report = group.poll(global_weights.numpy(), total)
+        global_weights.add_(torch.from_numpy(report.delta))
+        total += report.steps
 
-    a = no_worker_group(0, start, server, moved_during_round_trip=workers_move_meanwhile)
-    b = no_worker_group(1, start, server)
-    try:
-        shift(a.model, 1.0)
-        a.shared.steps[0] += 20
-        shift(b.model, 2.0)
-        b.shared.steps[0] += 40
-        a.sync()  # the server: w0 + 1; then a's workers move 0.5 more during the round trip
-        b.sync()  # the server: w0 + 1 + 2
-        torch.testing.assert_close(torch.from_numpy(server.weights), w0 + 3.0)
-        torch.testing.assert_close(flat_weights(b.model), w0 + 3.0)
-        torch.testing.assert_close(flat_weights(a.model), w0 + 1.5)  # merged (w0 + 1) + its 0.5 since
-        assert server.steps == 100 + 20 + 40
-        assert a.shared.total() == 100 + 20 + 7 and b.shared.total() == 160  # each group's view of the global count
-        a.sync()  # sends the 0.5 and the 7 steps of the round trip, takes b's move
-        torch.testing.assert_close(torch.from_numpy(server.weights), w0 + 3.5)
-        torch.testing.assert_close(flat_weights(a.model), w0 + 4.0)  # w0 + 3.5, and another 0.5 meanwhile
-        assert server.steps == 167 and server.synced_steps == [27, 40]
-        assert a.shared.total() == 167 + 7 and b.shared.total() == 160  # a: and the 7 steps of this round trip
-    finally:
-        for group in (a, b):
-            group.stopping.set()
+    sync(a)
+    sync(b)  # the first syncs: each group takes the global weights
+    torch.testing.assert_close(flat_weights(a.model), w0)
+    shift(a.model, 1.0)
+    a.shared.steps[0] += 20
+    shift(b.model, 2.0)
+    b.shared.steps[0] += 40
+    sync(a)  # the global weights: w0 + 1
+    shift(a.model, 0.5)  # a's workers move on after its sync
+    a.shared.steps[0] += 7
+    sync(b)  # w0 + 1 + 2
+    torch.testing.assert_close(global_weights, w0 + 3.0)
+    torch.testing.assert_close(flat_weights(b.model), w0 + 3.0)
+    torch.testing.assert_close(flat_weights(a.model), w0 + 1.5)  # the global weights then, and its 0.5 since
+    assert total == 100 + 20 + 40
+    assert a.shared.total() == 100 + 20 + 7 and b.shared.total() == 160  # each group's view of the run's count
+    sync(a)  # sends the 0.5 and the 7 steps, takes b's move
+    torch.testing.assert_close(global_weights, w0 + 3.5)
+    torch.testing.assert_close(flat_weights(a.model), w0 + 3.5)
+    assert total == 167 and a.shared.total() == 167 and b.shared.total() == 160
+    stopped = a.stop()  # a last sync, without the global weights: what moved since
+    assert stopped.steps == 0
+    torch.testing.assert_close(torch.from_numpy(stopped.delta), torch.zeros_like(w0))  # nothing moved
 
 
 def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
@@ -248,23 +231,20 @@ def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
         )
         assert len(machines.names) == 2
         deadline = time.time() + 180
-        while machines.weights.total < args.max_steps and not any(isinstance(e, GaveUp) for e in heard):
+        while machines.total < args.max_steps and not any(isinstance(e, GaveUp) for e in heard):
             assert time.time() < deadline, heard
             machines.poll()
             time.sleep(0.5)
         machines.stop()
         assert not any(isinstance(e, GaveUp | MachineLost) for e in heard), heard
-        assert machines.pull_for_checkpoint()  # the global weights into shared_model
-        steps = machines.weights.total
+        steps = machines.total
     finally:
         if machines is not None:
             machines.shutdown()
         ray.shutdown()
-    assert steps >= 20_000 and all(s > 5_000 for s in machines.weights.synced), (
-        machines.weights.synced
-    )  # both machines played
+    assert steps >= 20_000 and all(s > 5_000 for s in machines.synced), machines.synced  # both machines played
     score = greedy_return(shared_model)
-    print(f"greedy return {score:.3f} after {steps:,} steps ({machines.weights.synced})")
+    print(f"greedy return {score:.3f} after {steps:,} steps ({machines.synced})")
     assert score > 0.5, f"greedy return after {steps} steps through the cluster: {score}; chance is about -0.73"
 
 
@@ -287,7 +267,7 @@ def sockets_off_loopback() -> list:
 
 
 def our_actors() -> list[psutil.Process]:
-    return [p for p in ray_processes() if re.search(r"ray::(Group|ParameterServer)", " ".join(p.cmdline()))]
+    return [p for p in ray_processes() if "ray::Group" in " ".join(p.cmdline())]
 
 
 def test_breakout_through_the_cluster_counts_checkpoints_and_resumes(ray_cluster, tmp_path):
@@ -321,12 +301,11 @@ def second_machines_group(run):
     run.wait_for(r"machine 1 \(127.0.0.1\) [1-9][\d,]* steps/s")
     deadline = time.time() + 60
     while time.time() < deadline:
-        actors = alive(our_actors())
-        servers = [p for p in actors if "ParameterServer" in " ".join(p.cmdline())]
-        # machine 1's group: not beside the server, which lives on main.py's node with machine 0
-        groups = [p for p in actors if "Group" in " ".join(p.cmdline()) and servers and p.ppid() != servers[0].ppid()]
-        if groups and groups[0].children():  # its workers started
-            return groups[0], groups[0].children()
+        # machine 1's group: its workers name themselves "a3c machine 1 (127.0.0.1) worker 1", cut to 15 bytes
+        for group in alive(our_actors()):
+            workers = [p for p in alive(group.children()) if p.name() == "a3c machine 1 ("]
+            if workers:
+                return group, workers
         time.sleep(0.2)
     raise AssertionError(f"machine 1's group and its workers not found: {run.errors}")
 
