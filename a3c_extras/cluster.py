@@ -34,10 +34,6 @@ CALL_TIMEOUT = 60  # seconds for a blocking call: a checkpoint's statistics, a g
 SILENCE_LIMIT = 10
 
 
-class ClusterError(Exception):
-    """The cluster cannot run this run; the message is one line meant for the user."""
-
-
 def connect(address: str, run_dir: str | None = None):
     """ray.init for --ray-address, and the ray module: local starts a one-machine cluster on 127.0.0.1 with token
     authentication; auto and HOST:PORT join one, shipping the project's code to it; one out of reach is one line."""
@@ -114,7 +110,7 @@ def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], **group
         try:
             pids.append(ray.get(ready, timeout=START_TIMEOUT))
         except actor_errors() as error:
-            raise ClusterError(f"{name} could not start its workers: {why_actor_died(error)}")
+            fail(f"main.py: error: {name} could not start its workers: {why_actor_died(error)}")
     return groups, pids
 
 
@@ -126,7 +122,7 @@ class Machines:
     def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, emit, nodes=None, **group_options):
         nodes = nodes or training_nodes(ray)
         if not nodes:
-            raise ClusterError("the Ray cluster has no node with CPUs")
+            fail("main.py: error: the Ray cluster has no node with CPUs")
         self.ray, self.emit, self.shared_model, self.optimizer = ray, emit, shared_model, optimizer
         self.names = [f"machine {i} ({node['NodeManagerAddress']})" for i, node in enumerate(nodes)]
         self.groups, self.pids = start_groups(ray, args, spaces, self.names, nodes, **group_options)
@@ -279,12 +275,10 @@ def main(args, model_class, optimizer_class, create_atari_env, train, test) -> i
         shared_model, optimizer = shared_model_and_optimizer(args, env, model_class, optimizer_class)
         run = ClusterRun(args, shared_model, optimizer)
         options = {"model_class": model_class, "optimizer_class": optimizer_class, "train": train}
-        try:  # from the weights and statistics the run starts from
-            run.machines = Machines(
-                ray, run.args, spaces_of(env), shared_model, optimizer, run.start_steps, run.emit, **options
-            )
-        except ClusterError as error:
-            fail(f"main.py: error: {error}")
+        # from the weights and statistics the run starts from (resumed, if it was)
+        run.machines = Machines(
+            ray, run.args, spaces_of(env), shared_model, optimizer, run.start_steps, run.emit, **options
+        )
         print(f"Machines: {', '.join(run.machines.names)}; each syncs every {args.sync_interval:g} s", flush=True)
         workers = run.machines.workers
         test_process = mp.get_context("spawn").Process(

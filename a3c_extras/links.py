@@ -76,9 +76,6 @@ class WorkerLink:
         self.sender, self.stopped = None, False
         self.params, self.start_steps = None, 0  # train's and test's params, completed, and the steps then (connect)
 
-    def add_steps(self, n: int) -> None:
-        self.counts.steps[self.slot] += n  # this slot is written by this child alone
-
     def total_steps(self) -> int:
         return self.counts.total()
 
@@ -112,7 +109,7 @@ class WorkerLink:
     def game_step(self, rank: int, reward: float, done: bool, info: dict, game: int = 0) -> None:
         """Count one agent step and the raw score of the worker's game number `game`, reported when the game is over
         (with --life-loss an episode ends at each lost life, the game only when info says so)."""
-        self.add_steps(1)
+        self.counts.steps[self.slot] += 1  # this slot is written by this child alone
         self.game_return[game] = self.game_return.get(game, 0.0) + reward
         self.game_length[game] = self.game_length.get(game, 0) + 1
         if done and info.get("game_over", True):
@@ -244,17 +241,16 @@ class Inbox:
 
 class ChildBody:
     """Every child's target (picklable, for fork and spawn): `target(*args, link=link)`, Ctrl-C left to the main
-    process, the child ended with its parent, an exception told in one line (ChildError). `name`: "worker 3"."""
+    process, the child ended with its parent, an exception told in one line (ChildError)."""
 
-    def __init__(self, target, link: WorkerLink, name: str):
-        self.target, self.link, self.name = target, link, name
+    def __init__(self, target, link: WorkerLink):
+        self.target, self.link = target, link
 
     def __call__(self, *args):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         link = self.link
-        link.name = self.name
-        name_process(f"a3c {link.name}")
+        name_process(f"a3c {link.name}")  # "a3c worker 3"
         watch_parent()
         try:
             self.target(*args, link=link)

@@ -47,7 +47,9 @@ class Pool:
     def __init__(self, ctx, counts: SharedCounts, emit, args, make_env=None, best_path: str | None = None):
         self.ctx, self.counts, self.emit, self.max_steps = ctx, counts, emit, args.max_steps
         self.policy = RestartPolicy(args.max_restarts, args.restart_window)
-        self.link_options = {"make_env": make_env, "max_nonfinite": args.max_nonfinite, "best_path": best_path}
+        self.link_options = dict(
+            counts=counts, make_env=make_env, max_nonfinite=args.max_nonfinite, best_path=best_path
+        )
         self.children: list[Child] = []
         self.stopping = False
 
@@ -63,8 +65,8 @@ class Pool:
         """A new pipe and link for the child's next process."""
         reader, writer = self.ctx.Pipe(duplex=False)
         max_steps = 0 if child.spec.role == "test" else self.max_steps
-        link = WorkerLink(counts=self.counts, slot=child.slot, writer=writer, max_steps=max_steps, **self.link_options)
-        child.body, child.inbox = ChildBody(child.spec.target, link, child.spec.name), Inbox(reader)
+        link = WorkerLink(child.spec.name, slot=child.slot, writer=writer, max_steps=max_steps, **self.link_options)
+        child.body, child.inbox = ChildBody(child.spec.target, link), Inbox(reader)
         return child
 
     def adopt(self, processes) -> None:
@@ -73,22 +75,21 @@ class Pool:
         if len(processes) != len(waiting):
             raise ValueError(f"{len(processes)} processes for the {len(waiting)} children the run made")
         for child, process in zip(waiting, processes):
-            self._attach(child, process)
+            self._launch(child, process)
 
     def start(self, spec: ChildSpec):
         """Make, start and watch one child."""
         self.body(spec)
         return self._launch(self.children[-1])
 
-    def _launch(self, child: Child):
-        process = self.ctx.Process(target=child.body, args=child.spec.args)
-        process.start()
-        self._attach(child, process)
-        return process
-
-    def _attach(self, child: Child, process) -> None:
+    def _launch(self, child: Child, process=None):
+        """Watch the child's process, started here unless given (main.py starts its own)."""
+        if process is None:
+            process = self.ctx.Process(target=child.body, args=child.spec.args)
+            process.start()
         child.body.link.writer.close()  # the child has its copy; the pool only reads
         child.process = process
+        return process
 
     def alive(self) -> list[Child]:
         return [c for c in self.children if c.process is not None]

@@ -146,9 +146,8 @@ class Run:
             saved = self.save(final=True)
             for job in self.jobs:
                 job.on_end()
-        if stopper.failure is not None:
+        if (failure := stopper.failure) is not None:
             where = f"checkpoint saved in {self.record.dir}" if saved else "final checkpoint not written"
-            failure = stopper.failure
             print(f"main.py: {failure.name} died: {failure.why}; other processes stopped, {where}", file=sys.stderr)
             return 1
         if not saved:
