@@ -63,14 +63,13 @@ class LiveRun:
 
     def wait_for(self, pattern, timeout=120, stream="lines"):
         """Until a line of stdout (or of stderr: stream="errors") matches `pattern`."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if any(re.search(pattern, line) for line in getattr(self, stream)):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"no line matching {pattern!r}; stdout: {self.lines}; stderr: {self.errors}")
+
+        def matched():
+            return any(re.search(pattern, line) for line in getattr(self, stream))
+
+        wait_until(lambda: matched() or self.proc.poll() is not None, timeout)  # or the run ended
+        if not matched():
+            raise AssertionError(f"no line matching {pattern!r}; stdout: {self.lines}; stderr: {self.errors}")
 
     def children(self):
         return psutil.Process(self.proc.pid).children(recursive=True)
@@ -116,6 +115,28 @@ def greedy_return(model, episodes: int = 200, seed: int = 123) -> float:
     env.reset(seed=seed)
     model.eval()
     return float(np.mean([play_episode(env, model, 100)[0] for _ in range(episodes)]))
+
+
+def wait_until(condition, timeout: float, every: float = 0.2):
+    """Poll `condition()` until it gives something true or `timeout` seconds passed; what it gave last. The tests
+    wait this way for an event (a line, a process), never for a time or step budget that a faster loop would reach
+    first."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return value
+
+
+def alive(processes) -> list[psutil.Process]:
+    """Those of `processes` still running (a zombie has ended)."""
+    found = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def own_lines(stderr: str) -> list[str]:

@@ -30,10 +30,12 @@ from catch import Catch, make_catch
 from conftest import ROOT
 from helpers import (  # noqa: F401 (the fixture stops every run)
     LiveRun,
+    alive,
     greedy_return,
     no_run_left_behind,
     own_lines,
     shared_model_and_optimizer,
+    wait_until,
 )
 from model import ActorCritic
 from train import train
@@ -58,17 +60,6 @@ def ray_processes() -> list[psutil.Process]:
     return found
 
 
-def alive(processes) -> list[psutil.Process]:
-    result = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                result.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return result
-
-
 @pytest.fixture(scope="module", autouse=True)
 def ray_environment():
     """Loopback only and token authentication, for every Ray process of this module, main.py's included."""
@@ -84,9 +75,7 @@ def ray_environment():
 
 def wait_until_gone(find, timeout: float = 10) -> list[psutil.Process]:
     """What `find()` still lists after up to `timeout` seconds (Ray takes a moment to reap a killed actor)."""
-    deadline = time.time() + timeout
-    while alive(find()) and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: not alive(find()), timeout)
     return alive(find())
 
 
@@ -230,11 +219,12 @@ def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
             ray, args, spaces, shared_model, optimizer, 0, heard.append, **options, make_env=make_catch
         )
         assert len(machines.names) == 2
-        deadline = time.time() + 180
-        while machines.total < args.max_steps and not any(isinstance(e, GaveUp) for e in heard):
-            assert time.time() < deadline, heard
+
+        def budget_or_failure():
             machines.poll()
-            time.sleep(0.5)
+            return machines.total >= args.max_steps or any(isinstance(e, GaveUp) for e in heard)
+
+        assert wait_until(budget_or_failure, 180, every=0.5), heard
         machines.stop()
         assert not any(isinstance(e, GaveUp | MachineLost) for e in heard), heard
         steps = machines.total
@@ -299,15 +289,18 @@ def test_breakout_through_the_cluster_counts_checkpoints_and_resumes(ray_cluster
 def second_machines_group(run):
     """Once both machines train: the process of machine 1's group, and its workers."""
     run.wait_for(r"machine 1 \(127.0.0.1\) [1-9][\d,]* steps/s")
-    deadline = time.time() + 60
-    while time.time() < deadline:
+
+    def machine_1():
         # machine 1's group: its workers name themselves "a3c machine 1 (127.0.0.1) worker 1", cut to 15 bytes
         for group in alive(our_actors()):
             workers = [p for p in alive(group.children()) if p.name() == "a3c machine 1 ("]
             if workers:
                 return group, workers
-        time.sleep(0.2)
-    raise AssertionError(f"machine 1's group and its workers not found: {run.errors}")
+        return None
+
+    found = wait_until(machine_1, 60)
+    assert found, f"machine 1's group and its workers not found: {run.errors}"
+    return found
 
 
 def seconds_until_lost(run, since: float) -> float:
@@ -335,10 +328,9 @@ def test_a_killed_machine_rejoins_then_is_dropped_when_its_restarts_are_spent(ra
     assert seconds_until_lost(run, time.time()) < 5  # Ray tells the driver at once
     assert any("died 2 times within 600 s" in line for line in run.errors), run.errors
     run.wait_for(r"machine 1 \(127.0.0.1\) lost", timeout=10)  # in the status line too
-    steps_then, deadline = status_steps(run.lines), time.time() + 30
-    while status_steps(run.lines) <= steps_then:  # machine 0 trains on
-        assert time.time() < deadline and run.proc.poll() is None, (run.lines, run.errors)
-        time.sleep(0.2)
+    steps_then = status_steps(run.lines)
+    wait_until(lambda: status_steps(run.lines) > steps_then or run.proc.poll() is not None, 30)
+    assert status_steps(run.lines) > steps_then and run.proc.poll() is None, (run.lines, run.errors)  # machine 0 trains
     os.killpg(run.proc.pid, signal.SIGINT)
     assert run.wait(timeout=60) == 0, run.errors
     assert load_checkpoint(tmp_path)["counter"] >= steps_then

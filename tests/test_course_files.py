@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import av
 import psutil
@@ -16,6 +15,7 @@ import pytest
 
 from conftest import ROOT
 from envs import create_atari_env
+from helpers import wait_until
 
 COURSE = ["main", "model", "train", "test", "my_optim", "envs"]
 
@@ -146,12 +146,12 @@ def test_the_course_main_body_trains_and_the_test_process_prints_its_line(tmp_pa
         summary = [line for line in lines if line.startswith("changed ")]
         assert summary, lines
         children = [int(pid) for pid in re.findall(r"\d+", summary[0].split("children")[1])]
-        deadline = time.time() + 10
-        while time.time() < deadline and any(
-            psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in children
-        ):
-            time.sleep(0.2)
-        left = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+        def still_running():
+            return [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+        wait_until(lambda: not still_running(), 10)
+        left = still_running()
     finally:
         timer.cancel()
         try:

@@ -5,7 +5,6 @@ process chooses best.pt."""
 import json
 import re
 import threading
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,7 +20,7 @@ from a3c_extras.evaluation import confidence_interval, t_quantile_975
 from a3c_extras.links import SharedCounts, WorkerLink
 from a3c_extras.stall import STALL_STEPS, StallGuard
 from envs import create_atari_env
-from helpers import params_from
+from helpers import params_from, wait_until
 from model import ActorCritic
 from scripted import run_train
 
@@ -74,9 +73,7 @@ def first_episode_of_the_test_process(env_name, model, capfd, *flags):
     link = WorkerLink("test")
     thread = threading.Thread(target=test_process.test, args=(0, args, model), kwargs={"link": link})
     thread.start()
-    deadline = time.time() + 120
-    while not link.events and thread.is_alive() and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: link.events or not thread.is_alive(), 120, every=0.05)
     link.request_stop()
     thread.join(timeout=60)
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("Time ")]

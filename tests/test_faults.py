@@ -20,21 +20,10 @@ from a3c_extras.checkpoints import load_checkpoint
 from a3c_extras.jobs import Job
 from catch import Catch, make_catch
 from conftest import ROOT
-from helpers import params_from, shared_model_and_optimizer
+from helpers import alive, params_from, shared_model_and_optimizer, wait_until
 from train import train
 
 FAST = ["--num-processes", "2", "--eval-interval", "1", "--record-every", "0", "--status-interval", "2"]
-
-
-def alive(processes) -> list[psutil.Process]:
-    found = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return found
 
 
 def test_a_run_survives_children_killed_one_after_another(tmp_path):
@@ -51,16 +40,17 @@ def test_a_run_survives_children_killed_one_after_another(tmp_path):
         children[victim_name].kill()
         kills.append(victim_name[len("a3c ") :])
         run.wait_for(rf"{kills[-1]} died: killed by signal SIGKILL; restarted", stream="errors", timeout=20)
-        deadline = time.time() + 10  # the replacement names itself once it runs: wait for that, not a budget
-        while (replacement := {c.name(): c for c in alive(run.children())}.get(victim_name)) is None:
-            assert time.time() < deadline, f"no {victim_name} after the restart"
-            time.sleep(0.1)
-        assert replacement is not None and replacement.pid != children[victim_name].pid  # under its name in ps
+
+        def replacement_of(name=victim_name):
+            return {c.name(): c for c in alive(run.children())}.get(name)
+
+        replacement = wait_until(replacement_of, 10, every=0.1)  # it names itself once it runs
+        assert replacement is not None, f"no {victim_name} after the restart"
+        assert replacement.pid != children[victim_name].pid  # under its name in ps
     run.wait_for(rf"restarts {len(kills)}( |$)")  # the status line counts them
-    steps_then, deadline = last_status_steps(run.lines), time.time() + 60
-    while last_status_steps(run.lines) <= steps_then:  # and the run trains on
-        assert time.time() < deadline and run.proc.poll() is None, (run.lines, run.errors)
-        time.sleep(0.2)
+    steps_then = last_status_steps(run.lines)
+    wait_until(lambda: last_status_steps(run.lines) > steps_then or run.proc.poll() is not None, 60)
+    assert last_status_steps(run.lines) > steps_then and run.proc.poll() is None, (run.lines, run.errors)  # trains on
     seen.update(alive(run.children()))
     os.killpg(run.proc.pid, signal.SIGINT)
     assert run.wait(timeout=30) == 0, run.errors

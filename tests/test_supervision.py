@@ -16,7 +16,7 @@ from a3c_extras.pool import ChildSpec, Pool
 from a3c_extras.restarts import RestartPolicy
 from a3c_extras.supervision import Run
 from catch import Catch, make_catch
-from helpers import params_from, shared_model_and_optimizer
+from helpers import params_from, shared_model_and_optimizer, wait_until
 
 CTX = multiprocessing.get_context("fork")
 
@@ -85,10 +85,8 @@ def pool_of(targets, tmp_path, max_restarts=2):
 
 
 def poll_until(pool, done, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not done() and time.monotonic() < deadline:
-        pool.poll(0.1)
-    assert done()
+    """Until done(), the pool polled all along (its poll waits a tenth of a second for its children)."""
+    assert wait_until(lambda: pool.poll(0.1) or done(), timeout, every=0)
 
 
 def kinds(heard):

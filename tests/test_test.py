@@ -1,5 +1,4 @@
 import threading
-import time
 
 import torch
 from gymnasium.spaces import Discrete
@@ -7,6 +6,7 @@ from gymnasium.spaces import Discrete
 import test as test_process  # the project's test.py, not Python's own test package
 from a3c_extras.events import EvalEpisode
 from a3c_extras.links import WorkerLink
+from helpers import wait_until
 from model import ActorCritic
 
 
@@ -19,9 +19,7 @@ def test_evaluation_never_changes_the_shared_weights(args):
         target=test_process.test, args=(args.num_processes, args, shared_model), kwargs={"link": link}
     )
     thread.start()
-    deadline = time.time() + 240
-    while len(link.events) < 2 and thread.is_alive() and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: len(link.events) >= 2 or not thread.is_alive(), 240, every=0.1)
     link.request_stop()
     thread.join(timeout=60)
     first, second = list(link.events)[:2]
