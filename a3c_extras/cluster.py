@@ -257,6 +257,7 @@ class ClusterRun(supervision.Run):
 
     def save(self, steps=None, final: bool = False) -> bool:
         self.machines.pull_statistics()
+        self.counts.base.value = self.machines.total  # the last syncs' steps too, once the machines stopped
         return super().save(steps, final)
 
     def describe(self) -> str:
