@@ -69,13 +69,14 @@ class Saver(Job):
 
 
 class Recorder(Job):
-    """progress.csv (a row per game and per evaluation episode) and events.csv (restarts, machines, failures)."""
+    """progress.csv, a row per game and per evaluation episode; events.csv, a row per restart, machine lost or rejoined
+    and failure, each also told in a line on stderr but the failure (the run's last line names it)."""
 
-    KINDS = {
-        events.Restarted: "restart",
-        events.MachineLost: "machine lost",
-        events.MachineRejoined: "machine rejoined",
-        events.GaveUp: "gave up",
+    INCIDENTS = {  # event: (its kind in events.csv, its line on stderr)
+        events.Restarted: ("restart", "{name} died: {why}; restarted (its restart {restarts})"),
+        events.MachineLost: ("machine lost", "{name} lost: {why}; {left}"),
+        events.MachineRejoined: ("machine rejoined", "{name} rejoined with the global weights"),
+        events.GaveUp: ("gave up", None),
     }
 
     def __init__(self, run):
@@ -91,34 +92,22 @@ class Recorder(Job):
             )
         elif isinstance(event, events.WriteFailed):
             record.write_failed(event.what, event.why, seconds, self.run.steps())
-        elif type(event) in self.KINDS:
-            record.event(seconds, self.run.steps(), self.KINDS[type(event)], event.name, getattr(event, "why", ""))
+        elif type(event) in self.INCIDENTS:
+            kind, line = self.INCIDENTS[type(event)]
+            record.event(seconds, self.run.steps(), kind, event.name, getattr(event, "why", ""))
+            if line is not None:
+                print("main.py: " + line.format(**event._asdict()), file=sys.stderr, flush=True)
 
     def on_end(self) -> None:
         self.record.close()
 
 
-class Console(Job):
-    """A line on stderr for each restart, and each machine lost or rejoined."""
-
-    def on_event(self, event) -> None:
-        if isinstance(event, events.Restarted):
-            line = f"{event.name} died: {event.why}; restarted (its restart {event.restarts})"
-        elif isinstance(event, events.MachineLost):
-            line = f"{event.name} lost: {event.why}; {event.left}"
-        elif isinstance(event, events.MachineRejoined):
-            line = f"{event.name} rejoined with the global weights"
-        else:
-            return
-        print(f"main.py: {line}", file=sys.stderr, flush=True)
-
-
 class StatusLine(Job):
     """Every --status-interval seconds a line of the run's figures on stdout and its speed for the charts (Speed);
-    both once more at the end. `extra()` is a part of the run's own (a cluster's machines)."""
+    both once more at the end, with the run's own part last (a cluster's machines)."""
 
-    def __init__(self, run, extra=lambda: ""):
-        self.run, self.extra, self.due = run, extra, Every(run.args.status_interval)
+    def __init__(self, run):
+        self.run, self.due = run, Every(run.args.status_interval)
         self.returns, self.last_eval, self.nonfinite, self.restarts = deque(maxlen=100), "-", {}, 0
         self.since, self.steps_then = time.monotonic(), run.steps()
 
@@ -149,20 +138,19 @@ class StatusLine(Job):
 
     def line(self) -> str:
         run, args, steps, best = self.run, self.run.args, self.run.steps(), self.run.counts.best_reward()
-        parts = [f"steps {steps:,}", f"{(steps - run.start_steps) / max(run.sitting_seconds(), 1e-9):,.0f} steps/s"]
-        if self.returns:
-            parts.append(f"train return (last {len(self.returns)}) {sum(self.returns) / len(self.returns):.1f}")
-        parts += [
+        returns, seconds = self.returns, run.sitting_seconds()
+        left = [f"{max(args.max_steps - steps, 0):,} steps"] * bool(args.max_steps)
+        left += [f"{max(args.max_time - seconds, 0):,.0f} s"] * bool(args.max_time)
+        parts = [
+            f"steps {steps:,}",
+            f"{(steps - run.start_steps) / max(seconds, 1e-9):,.0f} steps/s",
+            returns and f"train return (last {len(returns)}) {sum(returns) / len(returns):.1f}",
             f"last eval {self.last_eval}",
             f"best (mean of {args.best_window}) {'-' if best is None else f'{best:g}'}",
+            self.nonfinite and f"skipped non-finite updates {sum(self.nonfinite.values())}",
+            self.restarts and f"restarts {self.restarts}",
+            run.record.failed_writes and f"failed writes {run.record.failed_writes}",
+            left and "left " + ", ".join(left),
+            run.describe(),  # a cluster's machines
         ]
-        if self.nonfinite:
-            parts.append(f"skipped non-finite updates {sum(self.nonfinite.values())}")
-        if self.restarts:
-            parts.append(f"restarts {self.restarts}")
-        if run.record.failed_writes:
-            parts.append(f"failed writes {run.record.failed_writes}")
-        left = [f"{max(args.max_steps - steps, 0):,} steps"] * bool(args.max_steps)
-        left += [f"{max(args.max_time - run.sitting_seconds(), 0):,.0f} s"] * bool(args.max_time)
-        parts += ["left " + ", ".join(left)] * bool(left) + [self.extra()] * bool(self.extra())
-        return " | ".join(parts)
+        return " | ".join(part for part in parts if part)

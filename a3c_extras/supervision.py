@@ -69,7 +69,7 @@ class Run:
         self.counts = SharedCounts(ctx, args.num_processes + 1, self.start_steps, best)  # the workers, the test
         self.pool = Pool(ctx, self.counts, self.emit, args, make_env, best_path=str(self.record.dir / "best.pt"))
         self.started = time.monotonic()
-        self.jobs = [jobs.Saver(self), jobs.StatusLine(self, self.describe), jobs.Console(), jobs.Recorder(self)]
+        self.jobs = [jobs.Saver(self), jobs.StatusLine(self), jobs.Recorder(self)]
         if not args.no_tensorboard:
             self.jobs.append(Dashboard(self.record.dir))  # the run's TensorBoard charts
 
