@@ -20,7 +20,8 @@ from a3c_extras.cli import complete
 from a3c_extras.errors import where_raised
 from a3c_extras.events import ChildError, EvalEpisode, Losses, NonFinite, TrainGame, WriteFailed
 
-FRAME = struct.Struct("!I")  # each message on a child's pipe: its length, then a pickled list of events
+# Each message on a child's pipe, as Connection.send_bytes frames it: its length, then a pickled list of events.
+FRAME = struct.Struct("!i")
 SEND_EVERY = 0.25  # seconds between a child's batches of events
 LOSSES_EVERY = 2.0  # seconds between a worker's averages of its losses
 EVENTS_KEPT = 100_000  # events a child keeps while its supervisor does not read (the oldest go first)
@@ -175,8 +176,7 @@ class Sender:
     """A child's thread that sends its queued events in batches: only it waits on the pipe, never the playing."""
 
     def __init__(self, writer, outbox: deque):
-        self.fd, self.outbox = writer.fileno(), outbox
-        self.writer = writer  # kept open as long as the sender lives
+        self.writer, self.outbox = writer, outbox  # the writer kept open as long as the sender lives
         self.wake, self.idle = threading.Event(), threading.Event()
         threading.Thread(target=self.run, daemon=True, name="link-sender").start()
 
@@ -188,11 +188,8 @@ class Sender:
             while self.outbox:
                 batch.append(self.outbox.popleft())
             if batch:
-                payload = pickle.dumps(batch)
                 try:
-                    view = memoryview(FRAME.pack(len(payload)) + payload)
-                    while view:
-                        view = view[os.write(self.fd, view) :]
+                    self.writer.send_bytes(pickle.dumps(batch))  # FRAME, then the pickle
                 except OSError:
                     return  # the supervisor is gone: the child's parent watch ends it
             if not self.outbox:
