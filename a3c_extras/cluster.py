@@ -70,12 +70,6 @@ def check_reachable(address: str) -> None:
         fail(f"main.py: error: cannot reach the Ray cluster at {address}: {error.strerror or error}")
 
 
-def on_node(node_id: str):
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(node_id, soft=False)
-
-
 def training_nodes(ray) -> list[dict]:
     """The live nodes that have CPUs, this process's node first (it then holds machine 0)."""
     here = ray.get_runtime_context().get_node_id()
@@ -98,9 +92,11 @@ def actor_errors():
 def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], **group_options) -> tuple[list, list]:
     """A Group actor on each node, and its process once it started: no CPU of Ray's count (its workers are its own
     processes), restarted by Ray as often as it takes (the run's restart policy decides when to give up on it)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     group = ray.remote(num_cpus=0, max_restarts=-1)(Group)
     groups = [
-        group.options(scheduling_strategy=on_node(node["NodeID"])).remote(
+        group.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
             index=i, name=name, params=args, spaces=spaces, **group_options
         )
         for i, (name, node) in enumerate(zip(names, nodes))
@@ -110,7 +106,7 @@ def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], **group
         try:
             pids.append(ray.get(ready, timeout=START_TIMEOUT))
         except actor_errors() as error:
-            fail(f"main.py: error: {name} could not start its workers: {why_actor_died(error)}")
+            fail(f"main.py: error: {name} could not start its group of workers: {why_actor_died(error)}")
     return groups, pids
 
 
@@ -119,8 +115,8 @@ class Machines:
     run's shared model, which the test process plays) with the run's step count (`total`), which each group's syncs
     add to; their workers' events and each machine restarted, rejoined or lost go to `emit`."""
 
-    def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, emit, nodes=None, **group_options):
-        nodes = nodes or training_nodes(ray)
+    def __init__(self, ray, args, spaces, shared_model, optimizer, steps: int, emit, **group_options):
+        nodes = training_nodes(ray)
         if not nodes:
             fail("main.py: error: the Ray cluster has no node with CPUs")
         self.ray, self.emit, self.shared_model, self.optimizer = ray, emit, shared_model, optimizer
