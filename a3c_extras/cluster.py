@@ -83,10 +83,10 @@ def spaces_of(env) -> SimpleNamespace:
 
 
 def actor_errors():
-    """Ray's errors of a call to an actor that died or did not answer in time."""
-    from ray.exceptions import GetTimeoutError, RayActorError
+    """Ray's errors of a call to an actor that died, did not answer in time, or raised (RayTaskError)."""
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-    return RayActorError, GetTimeoutError
+    return RayActorError, GetTimeoutError, RayTaskError
 
 
 def start_groups(ray, args, spaces, names: list[str], nodes: list[dict], **group_options) -> tuple[list, list]:
@@ -133,7 +133,7 @@ class Machines:
     def poll(self) -> None:
         """Take the answers of every group that answered since the last call; ask them again, with the global weights
         those due a sync."""
-        from ray.exceptions import ActorUnavailableError
+        from ray.exceptions import ActorUnavailableError, RayTaskError
 
         refs = [ref for ref, _ in self.pending.values()]
         ready = self.ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
@@ -142,6 +142,8 @@ class Machines:
                 del self.pending[i]
                 try:
                     self.take(i, self.ray.get(ref))
+                except RayTaskError as error:  # the group raised, and lives on: a restart would not come
+                    self.lose(i, why_actor_died(error))
                 except actor_errors() as error:
                     if i not in self.restarting:  # else: a call to the group that died, or before it is back
                         restarting = isinstance(error, ActorUnavailableError)

@@ -16,6 +16,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import cluster_doubles
 import psutil
 import pytest
 import torch
@@ -236,6 +237,27 @@ def test_catch_learns_from_chance_through_a_two_node_cluster(ray_cluster, args):
     score = greedy_return(shared_model)
     print(f"greedy return {score:.3f} after {steps:,} steps ({machines.synced})")
     assert score > 0.5, f"greedy return after {steps} steps through the cluster: {score}; chance is about -0.73"
+
+
+def test_a_group_whose_call_raises_is_dropped_in_one_line(ray_cluster, args, monkeypatch):
+    """A group that raises (a bug, a full disk) lives on, so Ray restarts nothing: it is dropped at once, named by the
+    error's line, and the run gives up when no machine is left."""
+    monkeypatch.setattr(cluster, "Group", cluster_doubles.FailingGroup)
+    env, heard = Catch(), []
+    shared_model, optimizer = shared_model_and_optimizer(args, env)
+    ray = cluster.connect(ray_cluster.address)
+    try:
+        options = {"model_class": ActorCritic, "optimizer_class": my_optim.SharedAdam, "train": train}
+        machines = cluster.Machines(
+            ray, args, cluster.spaces_of(env), shared_model, optimizer, 0, heard.append, **options
+        )
+        gave_up = wait_until(lambda: machines.poll() or [e for e in heard if isinstance(e, GaveUp)], 60)
+        machines.shutdown()
+    finally:
+        ray.shutdown()
+    lost = [e for e in heard if isinstance(e, MachineLost)]
+    assert len(lost) == 2 and all("OSError: no room for the global weights" in e.why for e in lost), heard
+    assert gave_up and gave_up[0].name == "every machine", heard
 
 
 def is_loopback(address) -> bool:
