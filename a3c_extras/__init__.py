@@ -17,7 +17,13 @@ here imports them (the model, the environment and the course's functions are pas
     run_record    config.json, progress.csv and the learning curve
     dashboard     the run's TensorBoard charts, against agent steps
     memory        the run's memory estimated from measured figures; one that would not fit stops before its children
-    supervision   the main process's side of a run, and the link from each child process to it
+    supervision   the main process's side of a run: resumed, then the loop that hands events to the jobs until a stop
+    pool          the run's child processes on one machine: started, read without blocking, replaced when they die
+    restarts      the one restart rule (deaths within a window), for the children and a cluster's machines alike
+    links         a child's side of the run: its step count, the stop flag, the pipe for its events
+    events        the run's typed events, from the children, the pool and a cluster's machines
+    jobs          the listeners around the loop: stopping, saving, the record, the status line
+    best          best.pt: the weights of the test process's best mean score
     cluster       the same run over the machines of a Ray cluster (--ray-address), driven from main.py's process
     cluster_actors  what runs on those machines: one Hogwild group per machine
     overlay       the drawing of what the agent sees and decides, beside the game screen
